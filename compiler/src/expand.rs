@@ -1,0 +1,547 @@
+//! Expansion: machine type, then platform, then spec; every value explicit and
+//! remembering where it came from. Then validation: ranges, virtio feature
+//! dependencies, what the runtime implements, and what the platform can provide.
+//!
+//! Defaults that would break a dependency because the spec turned a feature off follow
+//! it off (recorded as derived); a value the spec sets explicitly is never changed: a
+//! conflict is an error.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use miette::SourceSpan;
+
+use crate::cpu;
+use crate::diagnostic::{Collector, Problem, Problems, SourceFile};
+use crate::document::{Abi, AbiDocument, CpuAbi, HostBindings, NetDevice, Origin};
+use crate::kdlread::Spanned;
+use crate::machine::{self, Default, MachineType};
+use crate::platform::{Platform, PlatformRegistry};
+use crate::schema::{self, Property, Support, Value};
+use crate::spec::{self, NetSpec, Spec};
+
+pub const MAX_CPUS: u64 = 255;
+pub const MIN_MEMORY: u64 = 2 << 20;
+pub const MAX_MEMORY: u64 = 1 << 40;
+pub const PAGE_SIZE: u64 = 4096;
+
+/// What the compiler needs besides the spec text. The compiler does no I/O: the caller
+/// reads files and probes hosts.
+pub struct CompileInput<'a> {
+    pub spec: &'a SourceFile,
+    pub platform: &'a Platform,
+    /// Every known platform, to name the first one that has a missing capability.
+    pub registry: &'a PlatformRegistry,
+    /// The absolute directory that relative boot paths in the spec start from.
+    pub base_dir: Option<&'a Path>,
+}
+
+/// Compiles a spec for a platform into an ABI document.
+pub fn compile(input: &CompileInput<'_>) -> Result<AbiDocument, Problems> {
+    let spec = spec::parse(input.spec)?;
+    Expander {
+        spec: &spec,
+        input,
+        problems: Collector::default(),
+        origins: BTreeMap::new(),
+    }
+    .run()
+}
+
+/// A value and where it came from.
+#[derive(Debug, Clone)]
+struct Sourced<T> {
+    value: T,
+    origin: Origin,
+    /// The spec span, when the spec set it.
+    span: Option<SourceSpan>,
+}
+
+struct Expander<'a> {
+    spec: &'a Spec,
+    input: &'a CompileInput<'a>,
+    problems: Collector,
+    origins: BTreeMap<String, Origin>,
+}
+
+impl<'a> Expander<'a> {
+    fn source(&self) -> &SourceFile {
+        &self.spec.source
+    }
+
+    fn from_spec<T: Clone>(&self, s: &Spanned<T>) -> Sourced<T> {
+        let (line, column) = self.source().line_column(s.span.offset());
+        Sourced {
+            value: s.value.clone(),
+            origin: Origin::Spec {
+                file: self.source().name().to_string(),
+                line,
+                column,
+            },
+            span: Some(s.span),
+        }
+    }
+
+    fn from_machine<T>(&self, value: T, m: &MachineType) -> Sourced<T> {
+        Sourced {
+            value,
+            origin: Origin::MachineType(m.name.to_string()),
+            span: None,
+        }
+    }
+
+    fn record<T>(&mut self, path: impl Into<String>, s: Sourced<T>) -> T {
+        self.origins.insert(path.into(), s.origin);
+        s.value
+    }
+
+    fn run(mut self) -> Result<AbiDocument, Problems> {
+        let machine = self.machine();
+        let Some(machine) = machine else {
+            return Err(self.problems.into_problems());
+        };
+        let cpu = self.cpu(&machine);
+        let memory = self.memory(&machine);
+        let mut devices = Vec::new();
+        let mut taps = Vec::new();
+        for (index, net) in self.spec.nets.iter().enumerate() {
+            if let Some((device, tap)) = self.net(index, net, &machine) {
+                devices.push(device);
+                taps.push((net.id.value.clone(), tap));
+            }
+        }
+        self.unique_macs_and_taps(&devices, &taps);
+        let host = self.host(taps);
+        let (Some(cpu), Some(memory)) = (cpu, memory) else {
+            return Err(self.problems.into_problems());
+        };
+        if !self.problems.is_empty() {
+            return Err(self.problems.into_problems());
+        }
+        let abi = Abi {
+            machine: machine.name.to_string(),
+            cpu,
+            memory,
+            devices,
+        };
+        Ok(AbiDocument::new(self.input.platform.name.clone(), abi, host, self.origins))
+    }
+
+    fn machine(&mut self) -> Option<MachineType> {
+        let chosen = match &self.spec.machine {
+            Some(name) => match machine::resolve(&name.value) {
+                Some(m) => self.from_spec(&Spanned::new(m, name.span)),
+                None => {
+                    let known: Vec<&str> = machine::names().collect();
+                    self.problems.push(
+                        Problem::new("vmc::spec::unknown-machine", format!("unknown machine type `{}`", name.value))
+                            .at(self.source(), name.span)
+                            .label("unknown machine type")
+                            .help(known_help(&name.value, &known, "machine types")),
+                    );
+                    return None;
+                }
+            },
+            None => Sourced {
+                value: machine::newest(),
+                origin: Origin::Derived("the newest machine type (the spec names none)".to_string()),
+                span: None,
+            },
+        };
+        Some(self.record("machine", chosen))
+    }
+
+    fn cpu(&mut self, m: &MachineType) -> Option<CpuAbi> {
+        let count = match &self.spec.cpus {
+            Some(c) => self.from_spec(c),
+            None => self.from_machine(m.cpus, m),
+        };
+        if !(1..=MAX_CPUS).contains(&count.value) {
+            self.problems.push(
+                Problem::new("vmc::spec::range", format!("`cpus` is {}; a VM has 1 to {MAX_CPUS} vCPUs", count.value))
+                    .at(self.source(), count.span.unwrap_or(SourceSpan::from(0)))
+                    .label("out of range"),
+            );
+        }
+        let count = self.record("cpu.count", count);
+        let model_name = match &self.spec.cpu_model {
+            Some(c) => self.from_spec(c),
+            None => self.from_machine(m.cpu_model.to_string(), m),
+        };
+        let Some(model) = cpu::model(&model_name.value) else {
+            let known: Vec<&str> = cpu::MODELS.iter().map(|m| m.name).collect();
+            self.problems.push(
+                Problem::new("vmc::spec::unknown-cpu-model", format!("unknown CPU model `{}`", model_name.value))
+                    .at(self.source(), model_name.span.unwrap_or(SourceSpan::from(0)))
+                    .label("unknown CPU model")
+                    .help(known_help(&model_name.value, &known, "CPU models")),
+            );
+            return None;
+        };
+        let features: Vec<String> = cpu::expand(model).into_iter().map(str::to_string).collect();
+        if let Some(available) = &self.input.platform.cpu_features {
+            let missing: Vec<&str> = features.iter().filter(|f| !available.contains(*f)).map(String::as_str).collect();
+            if !missing.is_empty() {
+                let mut p = Problem::new(
+                    "vmc::platform::missing-cpu-features",
+                    format!(
+                        "CPU model `{}` needs {} that platform `{}` cannot give a guest: {}",
+                        model.name,
+                        if missing.len() == 1 { "a feature" } else { "features" },
+                        self.input.platform.name,
+                        missing.join(", ")
+                    ),
+                )
+                .help("choose an older CPU model (`cpu-model \"x86-64-v2\"`), or a platform whose hosts have these features");
+                if let Some(span) = model_name.span {
+                    p = p.at(self.source(), span).label("needs features the platform lacks");
+                }
+                self.problems.push(p);
+            }
+        }
+        let origin = model_name.origin.clone();
+        let model_name = self.record("cpu.model", model_name);
+        self.origins.insert(
+            "cpu.features".to_string(),
+            Origin::Derived(format!("CPU model {model_name} ({origin})")),
+        );
+        Some(CpuAbi {
+            model: model_name,
+            count,
+            features,
+        })
+    }
+
+    fn memory(&mut self, m: &MachineType) -> Option<u64> {
+        let memory = match &self.spec.memory {
+            Some(c) => self.from_spec(c),
+            None => self.from_machine(m.memory, m),
+        };
+        let why = if memory.value < MIN_MEMORY {
+            Some(format!("{} bytes is too little: a VM needs at least 2 MiB", memory.value))
+        } else if memory.value > MAX_MEMORY {
+            Some(format!("{} bytes is more than vmc supports (1 TiB)", memory.value))
+        } else if memory.value % PAGE_SIZE != 0 {
+            Some(format!("{} bytes is not a whole number of 4 KiB pages", memory.value))
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.problems.push(
+                Problem::new("vmc::spec::range", format!("`memory`: {why}"))
+                    .at(self.source(), memory.span.unwrap_or(SourceSpan::from(0)))
+                    .label("out of range")
+                    .help("write a size such as \"512MiB\" or \"2GiB\""),
+            );
+            return None;
+        }
+        Some(self.record("memory", memory))
+    }
+
+    /// One virtio-net device: every property from spec, machine type or platform, then
+    /// dependency and capability checks.
+    fn net(&mut self, index: usize, net: &NetSpec, m: &MachineType) -> Option<(NetDevice, String)> {
+        let id = &net.id.value;
+        let path = |field: &str| format!("devices.{id}.{field}");
+        let Some((mmio_base, irq)) = m.mmio.place(index) else {
+            self.problems.push(
+                Problem::new(
+                    "vmc::spec::too-many-devices",
+                    format!("machine type {} has {} virtio-mmio slots; device `{id}` would be number {}", m.name, m.mmio.slots, index + 1),
+                )
+                .at(self.source(), net.id.span)
+                .label("no slot left"),
+            );
+            return None;
+        };
+        let placement = Origin::Derived(format!("device order (device {} of machine type {})", index + 1, m.name));
+        self.origins.insert(path("mmio-base"), placement.clone());
+        self.origins.insert(path("irq"), placement);
+        self.origins.insert(path("kind"), Origin::Derived("the `net` node".to_string()));
+        for field in ["transport", "mmio-size"] {
+            self.origins.insert(path(field), Origin::MachineType(m.name.to_string()));
+        }
+
+        let platform = self.input.platform;
+        let mut values: Vec<(&'static Property, Sourced<Value>)> = Vec::new();
+        for (p, default) in &m.net {
+            let set = net.properties.iter().find(|(sp, _)| sp.name == p.name);
+            let sourced = match (set, default) {
+                (Some((_, v)), _) => self.from_spec(v),
+                (None, Default::Fixed(v)) => self.from_machine(*v, m),
+                (None, Default::Platform) => Sourced {
+                    value: Value::Bool(p.platform_default.is_some_and(|o| platform.has_offloads(o))),
+                    origin: Origin::Platform(platform.name.clone()),
+                    span: None,
+                },
+                (None, Default::Derived) => Sourced {
+                    value: Value::Mac(derive_mac(&self.spec.name.value, id)),
+                    origin: Origin::Derived("the VM name and device id".to_string()),
+                    span: None,
+                },
+            };
+            values.push((p, sourced));
+        }
+
+        self.check_support(net, &values);
+        self.follow_dependencies(&mut values);
+        self.check_dependencies(net, &values);
+        self.check_platform(net, &values, m);
+
+        let properties: Vec<(&'static Property, Value)> = values
+            .into_iter()
+            .map(|(p, s)| {
+                let v = s.value;
+                self.origins.insert(path(p.name), s.origin);
+                (p, v)
+            })
+            .collect();
+        let device_features = schema::device_features(&properties);
+        self.origins.insert(
+            path("device-features"),
+            Origin::Derived("the device's properties (plus VERSION_1)".to_string()),
+        );
+        let tap = match &net.tap {
+            Some(t) => t.value.clone(),
+            None => derive_tap(&self.spec.name.value, id),
+        };
+        Some((
+            NetDevice {
+                id: id.clone(),
+                mmio_base,
+                mmio_size: m.mmio.slot_size,
+                irq,
+                properties,
+                device_features,
+            },
+            tap,
+        ))
+    }
+
+    /// Asking for a feature the runtime does not implement is an error.
+    fn check_support(&mut self, net: &NetSpec, values: &[(&'static Property, Sourced<Value>)]) {
+        for (p, s) in values {
+            if let (Support::NotImplemented(why), true) = (p.support, s.value.is_on()) {
+                let mut problem = Problem::new(
+                    "vmc::spec::not-implemented",
+                    format!("`{}` cannot be turned on: {why}", p.name),
+                )
+                .help(format!("remove `{}` from device `{}` (it stays off)", p.name, net.id.value));
+                if let Some(span) = s.span {
+                    problem = problem.at(self.source(), span).label("not implemented");
+                }
+                self.problems.push(problem);
+            }
+        }
+    }
+
+    /// Defaults whose requirements the spec turned off follow them off.
+    fn follow_dependencies(&mut self, values: &mut [(&'static Property, Sourced<Value>)]) {
+        loop {
+            let mut changed = false;
+            for i in 0..values.len() {
+                let (p, s) = &values[i];
+                if s.span.is_some() || !s.value.is_on() || !matches!(s.value, Value::Bool(_)) {
+                    continue;
+                }
+                if let Some(missing) = unmet(p, values) {
+                    let cause = values.iter().find(|(q, _)| q.name == missing[0]).map(|(_, s)| s.origin.to_string());
+                    values[i].1 = Sourced {
+                        value: Value::Bool(false),
+                        origin: Origin::Derived(format!(
+                            "`{}` being off ({}), which it needs",
+                            missing.join("` or `"),
+                            cause.unwrap_or_default()
+                        )),
+                        span: None,
+                    };
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+
+    /// An explicitly enabled feature whose requirement is off is an error.
+    fn check_dependencies(&mut self, net: &NetSpec, values: &[(&'static Property, Sourced<Value>)]) {
+        for (p, s) in values {
+            if !s.value.is_on() {
+                continue;
+            }
+            let Some(missing) = unmet(p, values) else { continue };
+            let span = s.span.unwrap_or(net.span);
+            self.problems.push(
+                Problem::new(
+                    "vmc::spec::dependency",
+                    format!(
+                        "`{}` needs `{}`, which is off (virtio feature bit requirements)",
+                        p.name,
+                        missing.join("` or `")
+                    ),
+                )
+                .at(self.source(), span)
+                .label(format!("needs {}", missing.join(" or ")))
+                .help(format!("set `{} #true`, or turn `{}` off", missing[0], p.name)),
+            );
+        }
+    }
+
+    /// Everything on must be possible on the platform; the platform never turns an
+    /// explicit or machine-type value off.
+    fn check_platform(&mut self, net: &NetSpec, values: &[(&'static Property, Sourced<Value>)], m: &MachineType) {
+        let platform = self.input.platform;
+        for (p, s) in values {
+            if !s.value.is_on() || platform.has_offloads(p.tap_offloads) {
+                continue;
+            }
+            let missing: Vec<_> = p.tap_offloads.iter().filter(|o| !platform.tap_offloads.contains(o)).collect();
+            let names = missing.iter().map(|o| o.name()).collect::<Vec<_>>().join("+");
+            let flags = missing.iter().map(|o| o.flag()).collect::<Vec<_>>().join("|");
+            let first = self.input.registry.first_builtin_with(p.tap_offloads);
+            let since = first.map(|f| format!(", Linux {}+", f.kernel)).unwrap_or_default();
+            let elsewhere = first
+                .map(|f| format!("compile for a platform that has it (`{}` or newer)", f.name))
+                .unwrap_or_else(|| "compile for a platform that has it".to_string());
+            let (message, help) = match s.span {
+                Some(_) => (
+                    format!(
+                        "`{}` needs TAP offload {names} ({flags}{since}); platform `{}` lacks it",
+                        p.name, platform.name
+                    ),
+                    format!("{elsewhere}, or set `{} #false`", p.name),
+                ),
+                None => (
+                    format!(
+                        "machine type {} turns `{}` on, which needs TAP offload {names} ({flags}{since}); platform `{}` lacks it",
+                        m.name, p.name, platform.name
+                    ),
+                    format!("set `{} #false` in device `{}`, or {elsewhere}", p.name, net.id.value),
+                ),
+            };
+            self.problems.push(
+                Problem::new("vmc::platform::missing-offload", message)
+                    .at(self.source(), s.span.unwrap_or(net.span))
+                    .label(format!("platform {} lacks {names}", platform.name))
+                    .help(help),
+            );
+        }
+    }
+
+    fn unique_macs_and_taps(&mut self, devices: &[NetDevice], taps: &[(String, String)]) {
+        for (i, d) in devices.iter().enumerate() {
+            if let Some(other) = devices[..i].iter().find(|o| o.mac() == d.mac()) {
+                let net = &self.spec.nets.iter().find(|n| n.id.value == d.id).expect("device from spec");
+                self.problems.push(
+                    Problem::new(
+                        "vmc::spec::duplicate-mac",
+                        format!("devices `{}` and `{}` have the same MAC {}", other.id, d.id, schema::format_mac(&d.mac())),
+                    )
+                    .at(self.source(), net.span)
+                    .help("give each device its own `mac`, or leave it out to derive one"),
+                );
+            }
+        }
+        for (i, (id, tap)) in taps.iter().enumerate() {
+            if let Some((other, _)) = taps[..i].iter().find(|(_, t)| t == tap) {
+                let net = self.spec.nets.iter().find(|n| &n.id.value == id).expect("device from spec");
+                self.problems.push(
+                    Problem::new(
+                        "vmc::spec::duplicate-tap",
+                        format!("devices `{other}` and `{id}` use the same TAP `{tap}`"),
+                    )
+                    .at(self.source(), net.tap.as_ref().map_or(net.span, |t| t.span))
+                    .help("give each device a TAP of its own"),
+                );
+            }
+        }
+    }
+
+    fn host(&self, taps: Vec<(String, String)>) -> HostBindings {
+        let boot = self.spec.boot.clone().unwrap_or_default();
+        let path = |p: Option<Spanned<String>>| p.map(|p| resolve_path(self.input.base_dir, &p.value));
+        HostBindings {
+            name: self.spec.name.value.clone(),
+            kernel: path(boot.kernel),
+            initrd: path(boot.initrd),
+            cmdline: boot.cmdline.map(|c| c.value),
+            taps,
+        }
+    }
+}
+
+/// The first requirement group of `p` with no member on, if any.
+fn unmet(p: &Property, values: &[(&'static Property, Sourced<Value>)]) -> Option<&'static [&'static str]> {
+    p.requires.iter().copied().find(|group| {
+        !group
+            .iter()
+            .any(|name| values.iter().any(|(q, s)| q.name == *name && s.value.is_on()))
+    })
+}
+
+fn known_help(wrong: &str, known: &[&str], what: &str) -> String {
+    match crate::diagnostic::did_you_mean(wrong, known.iter().copied()) {
+        Some(close) => format!("did you mean `{close}`? known {what}: {}", known.join(", ")),
+        None => format!("known {what}: {}", known.join(", ")),
+    }
+}
+
+/// A locally administered unicast MAC, stable for a VM name and device id.
+pub fn derive_mac(vm: &str, device: &str) -> [u8; 6] {
+    let h = blake3::hash(format!("vmc mac\0{vm}\0{device}").as_bytes());
+    let b = h.as_bytes();
+    [(b[0] & 0xfc) | 0x02, b[1], b[2], b[3], b[4], b[5]]
+}
+
+/// A TAP name (11 characters) stable for a VM name and device id.
+pub fn derive_tap(vm: &str, device: &str) -> String {
+    let h = blake3::hash(format!("vmc tap\0{vm}\0{device}").as_bytes());
+    format!("vmc{}", &h.to_hex()[..8])
+}
+
+/// Joins a spec-relative path onto the spec's directory, lexically (no file system).
+fn resolve_path(base: Option<&Path>, path: &str) -> String {
+    let joined: PathBuf = match base {
+        Some(base) if Path::new(path).is_relative() => base.join(path),
+        _ => PathBuf::from(path),
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push("..");
+                }
+            }
+            other => out.push(other.as_os_str()),
+        }
+    }
+    out.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_macs_are_unicast_locally_administered_and_stable() {
+        let a = derive_mac("web-1", "net0");
+        assert_eq!(a[0] & 0x01, 0);
+        assert_eq!(a[0] & 0x02, 0x02);
+        assert_eq!(a, derive_mac("web-1", "net0"));
+        assert_ne!(a, derive_mac("web-1", "net1"));
+        assert_ne!(a, derive_mac("web-2", "net0"));
+    }
+
+    #[test]
+    fn paths_join_lexically() {
+        let base = Path::new("/srv/vms");
+        assert_eq!(resolve_path(Some(base), "guest/vmlinuz"), "/srv/vms/guest/vmlinuz");
+        assert_eq!(resolve_path(Some(base), "../k/./vmlinuz"), "/srv/k/vmlinuz");
+        assert_eq!(resolve_path(Some(base), "/boot/vmlinuz"), "/boot/vmlinuz");
+        assert_eq!(resolve_path(None, "k"), "k");
+        assert!(derive_tap("web-1", "net0").len() <= 15);
+    }
+}

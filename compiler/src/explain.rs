@@ -1,0 +1,57 @@
+//! Each value of an ABI document and where it came from.
+
+use crate::diagnostic::{did_you_mean, Problem};
+use crate::document::{show_json, AbiDocument};
+use crate::schema;
+
+/// Lines `path = value  (origin)`, for every value whose path matches `filter`
+/// (a whole path such as `devices.net0.host-uso`, a prefix such as `cpu`, or a last
+/// component such as `host-uso`, which matches it on every device).
+pub fn explain(doc: &AbiDocument, filter: Option<&str>) -> Result<String, Problem> {
+    let values = doc.abi.values();
+    let matches = |path: &str| match filter {
+        None => true,
+        Some(f) => path == f || path.ends_with(&format!(".{f}")) || path.starts_with(&format!("{f}.")),
+    };
+    let selected: Vec<_> = values.iter().filter(|(p, _)| matches(p)).collect();
+    if selected.is_empty() {
+        let f = filter.unwrap_or_default();
+        let mut known: Vec<&str> = values.iter().map(|(p, _)| p.as_str()).collect();
+        known.extend(values.iter().filter_map(|(p, _)| p.rsplit('.').next()));
+        let mut p = Problem::new("vmc::explain::unknown", format!("the document has no value `{f}`"));
+        p = match did_you_mean(f, known.iter().copied()) {
+            Some(close) => p.help(format!("did you mean `{close}`?")),
+            None => p.help("run `vmc explain FILE` to list every value"),
+        };
+        return Err(p);
+    }
+    let width = selected.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for (path, value) in &selected {
+        let origin = doc
+            .origins
+            .get(path.as_str())
+            .map_or_else(|| "origin not recorded".to_string(), ToString::to_string);
+        out += &format!("{path:width$} = {}\n{:width$}   from {origin}\n", show_json(value), "");
+    }
+    if let Some(p) = filter.and_then(|f| schema::property(f.rsplit('.').next().unwrap_or(f))) {
+        out += &format!("\n{}: {}\n", p.name, p.doc);
+        if let Some(bit) = p.feature_bit {
+            out += &format!("  virtio feature bit {bit} ({})\n", schema::feature_name(bit).unwrap_or("?"));
+        }
+        for group in p.requires {
+            out += &format!("  requires {}\n", group.join(" or "));
+        }
+        if !p.tap_offloads.is_empty() {
+            let names: Vec<_> = p.tap_offloads.iter().map(|o| o.name()).collect();
+            out += &format!("  needs TAP offload {}\n", names.join("+"));
+        }
+        if p.platform_default.is_some() {
+            out += "  default: decided by the platform\n";
+        }
+        if let schema::Support::NotImplemented(why) = p.support {
+            out += &format!("  not implemented: {why}\n");
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,31 @@
+//! vmc's compiler: a KDL VM spec plus a host platform in, a fully expanded, hashed
+//! guest-ABI document out.
+//!
+//! Pure: no file, network or host access. The caller reads files and probes hosts, and
+//! hands the compiler text and platform values.
+//!
+//! * [`schema`]: the virtio-net property table every pass is driven by.
+//! * [`machine`]: versioned machine types (defaults, as deltas).
+//! * [`platform`]: what a host kernel provides; built-in and third-party platform files.
+//! * [`cpu`]: CPU models and features.
+//! * [`spec`] → [`expand`] → [`document`]: parsing, expansion with provenance, the ABI
+//!   document; [`canonical`]: the hashed encoding.
+//! * [`diff`], [`explain`]: reading documents for people and tools.
+
+pub mod canonical;
+pub mod cpu;
+pub mod diagnostic;
+pub mod diff;
+pub mod document;
+pub mod expand;
+pub mod explain;
+pub mod kdlread;
+pub mod machine;
+pub mod platform;
+pub mod schema;
+pub mod spec;
+
+pub use diagnostic::{Problem, Problems, SourceFile};
+pub use document::{Abi, AbiDocument, NetDevice, Origin};
+pub use expand::{compile, CompileInput};
+pub use platform::{Platform, PlatformRegistry, TapOffload};

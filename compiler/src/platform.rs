@@ -1,0 +1,590 @@
+//! Platforms: what a host kernel can provide, as data.
+//!
+//! A platform decides the defaults of platform-dependent properties only (see the
+//! schema's `platform_default`), and bounds what a spec may ask for. Built-in platforms
+//! are the KDL files in `compiler/platforms/`; a distribution adds its own with
+//! `--platform-path`, inheriting from another platform and adding backports.
+//!
+//! ```kdl
+//! platform "linux-6.2" {
+//!     inherits "linux-6.1"
+//!     description "Linux 6.2: TAP gains UDP segmentation offload"
+//!     kernel "6.2"
+//!     tap-offloads "uso4" "uso6"   // added to what linux-6.1 has
+//! }
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use crate::diagnostic::{Collector, Problem, Problems, SourceFile};
+use crate::kdlread::{self, NodeReader, Spanned};
+
+/// The platform-document format this compiler reads and writes.
+pub const PLATFORM_FORMAT: u64 = 1;
+
+/// A TAP offload (a `TUNSETOFFLOAD` flag).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TapOffload {
+    Csum,
+    Tso4,
+    Tso6,
+    TsoEcn,
+    Ufo,
+    Uso4,
+    Uso6,
+}
+
+impl TapOffload {
+    pub const ALL: [TapOffload; 7] = [
+        TapOffload::Csum,
+        TapOffload::Tso4,
+        TapOffload::Tso6,
+        TapOffload::TsoEcn,
+        TapOffload::Ufo,
+        TapOffload::Uso4,
+        TapOffload::Uso6,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            TapOffload::Csum => "csum",
+            TapOffload::Tso4 => "tso4",
+            TapOffload::Tso6 => "tso6",
+            TapOffload::TsoEcn => "tso-ecn",
+            TapOffload::Ufo => "ufo",
+            TapOffload::Uso4 => "uso4",
+            TapOffload::Uso6 => "uso6",
+        }
+    }
+
+    /// The kernel's flag name, for messages.
+    pub fn flag(self) -> &'static str {
+        match self {
+            TapOffload::Csum => "TUN_F_CSUM",
+            TapOffload::Tso4 => "TUN_F_TSO4",
+            TapOffload::Tso6 => "TUN_F_TSO6",
+            TapOffload::TsoEcn => "TUN_F_TSO_ECN",
+            TapOffload::Ufo => "TUN_F_UFO",
+            TapOffload::Uso4 => "TUN_F_USO4",
+            TapOffload::Uso6 => "TUN_F_USO6",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<TapOffload> {
+        Self::ALL.into_iter().find(|o| o.name() == name)
+    }
+}
+
+impl fmt::Display for TapOffload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A kernel version, `major.minor`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct KernelVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl KernelVersion {
+    /// Parses `6.2`, or the start of a release string such as `6.2.0-39-generic`.
+    pub fn parse(text: &str) -> Option<KernelVersion> {
+        let mut parts = text.split(['.', '-', '+']);
+        let major = parts.next()?.parse().ok()?;
+        let minor_text = parts.next()?;
+        let digits: String = minor_text.chars().take_while(|c| c.is_ascii_digit()).collect();
+        let minor = digits.parse().ok()?;
+        Some(KernelVersion { major, minor })
+    }
+}
+
+impl fmt::Display for KernelVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.major, self.minor)
+    }
+}
+
+/// Where a platform was defined.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlatformSource {
+    Builtin,
+    File(String),
+}
+
+/// A platform with its inheritance resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    pub name: String,
+    pub description: String,
+    pub kernel: KernelVersion,
+    pub inherits: Option<String>,
+    pub tap_offloads: BTreeSet<TapOffload>,
+    pub kvm_capabilities: BTreeSet<String>,
+    /// The CPU features a guest can be given, when the platform states them (a probed
+    /// host does; a named kernel platform does not, as it says nothing about the CPU).
+    pub cpu_features: Option<BTreeSet<String>>,
+    pub source: PlatformSource,
+}
+
+impl Platform {
+    pub fn has_offloads(&self, offloads: &[TapOffload]) -> bool {
+        offloads.iter().all(|o| self.tap_offloads.contains(o))
+    }
+}
+
+/// A platform as written in one file, before inheritance.
+#[derive(Debug, Clone)]
+struct PlatformDecl {
+    name: Spanned<String>,
+    description: Option<String>,
+    kernel: Option<Spanned<KernelVersion>>,
+    inherits: Option<Spanned<String>>,
+    tap_offloads: Vec<TapOffload>,
+    kvm_capabilities: Vec<String>,
+    cpu_features: Option<Vec<String>>,
+    source: SourceFile,
+    origin: PlatformSource,
+}
+
+/// Built-in platform files, shipped inside the compiler.
+const BUILTIN: &[(&str, &str)] = &[
+    ("linux-5.10.kdl", include_str!("../platforms/linux-5.10.kdl")),
+    ("linux-5.15.kdl", include_str!("../platforms/linux-5.15.kdl")),
+    ("linux-6.1.kdl", include_str!("../platforms/linux-6.1.kdl")),
+    ("linux-6.2.kdl", include_str!("../platforms/linux-6.2.kdl")),
+    ("linux-6.6.kdl", include_str!("../platforms/linux-6.6.kdl")),
+    ("linux-6.9.kdl", include_str!("../platforms/linux-6.9.kdl")),
+    ("linux-6.12.kdl", include_str!("../platforms/linux-6.12.kdl")),
+];
+
+/// Every known platform, resolved.
+#[derive(Debug, Clone)]
+pub struct PlatformRegistry {
+    platforms: BTreeMap<String, Platform>,
+}
+
+impl PlatformRegistry {
+    /// The built-in platforms only.
+    pub fn builtin() -> PlatformRegistry {
+        Self::with_files(&[]).expect("built-in platform files are valid (tested)")
+    }
+
+    /// The built-in platforms plus third-party platform files (already read by the
+    /// caller: the compiler does no I/O).
+    pub fn with_files(files: &[SourceFile]) -> Result<PlatformRegistry, Problems> {
+        let mut problems = Collector::default();
+        let mut decls: Vec<PlatformDecl> = Vec::new();
+        let builtin_sources: Vec<SourceFile> = BUILTIN
+            .iter()
+            .map(|(name, text)| SourceFile::new(format!("<built-in>/{name}"), *text))
+            .collect();
+        for (source, origin) in builtin_sources
+            .iter()
+            .map(|s| (s, PlatformSource::Builtin))
+            .chain(files.iter().map(|s| (s, PlatformSource::File(s.name().to_string()))))
+        {
+            match parse_file(source, origin) {
+                Ok(mut d) => decls.append(&mut d),
+                Err(p) => problems.extend(p),
+            }
+        }
+        let mut by_name: BTreeMap<String, PlatformDecl> = BTreeMap::new();
+        for decl in decls {
+            if let Some(first) = by_name.get(&decl.name.value) {
+                problems.push(
+                    Problem::new(
+                        "vmc::platform::duplicate",
+                        format!(
+                            "platform `{}` is defined twice (first in {})",
+                            decl.name.value,
+                            first.source.name()
+                        ),
+                    )
+                    .at(&decl.source, decl.name.span)
+                    .label("second definition")
+                    .help("give the platform a name of its own, and `inherits` the other"),
+                );
+                continue;
+            }
+            by_name.insert(decl.name.value.clone(), decl);
+        }
+        let mut platforms = BTreeMap::new();
+        for name in by_name.keys() {
+            if let Some(p) = problems.ok(resolve(name, &by_name, &mut Vec::new())) {
+                platforms.insert(name.clone(), p);
+            }
+        }
+        problems.finish(PlatformRegistry { platforms })
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Platform> {
+        self.platforms.get(name)
+    }
+
+    /// Looks a platform up, or says which ones exist.
+    pub fn lookup(&self, name: &str) -> Result<&Platform, Problem> {
+        self.get(name).ok_or_else(|| {
+            Problem::new("vmc::platform::unknown", format!("unknown platform `{name}`"))
+                .help(format!(
+                    "{}known platforms: {}",
+                    crate::diagnostic::did_you_mean(name, self.names())
+                        .map(|c| format!("did you mean `{c}`? "))
+                        .unwrap_or_default(),
+                    self.names().collect::<Vec<_>>().join(", ")
+                ))
+        })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.platforms.keys().map(String::as_str)
+    }
+
+    /// Every platform, oldest kernel first (then by name).
+    pub fn by_age(&self) -> Vec<&Platform> {
+        let mut all: Vec<&Platform> = self.platforms.values().collect();
+        all.sort_by(|a, b| a.kernel.cmp(&b.kernel).then_with(|| a.name.cmp(&b.name)));
+        all
+    }
+
+    /// The oldest built-in platform whose TAP has all of `offloads`, to say "since Linux X".
+    pub fn first_builtin_with(&self, offloads: &[TapOffload]) -> Option<&Platform> {
+        self.by_age()
+            .into_iter()
+            .find(|p| p.source == PlatformSource::Builtin && p.has_offloads(offloads))
+    }
+}
+
+fn resolve(
+    name: &str,
+    decls: &BTreeMap<String, PlatformDecl>,
+    chain: &mut Vec<String>,
+) -> Result<Platform, Problem> {
+    let decl = &decls[name];
+    if chain.iter().any(|n| n == name) {
+        chain.push(name.to_string());
+        return Err(Problem::new(
+            "vmc::platform::cycle",
+            format!("platforms inherit from each other in a cycle: {}", chain.join(" -> ")),
+        )
+        .at(&decl.source, decl.name.span)
+        .label("part of the cycle"));
+    }
+    chain.push(name.to_string());
+    let parent = match &decl.inherits {
+        Some(parent) => match decls.get(&parent.value) {
+            Some(_) => Some(resolve(&parent.value, decls, chain)?),
+            None => {
+                return Err(Problem::new(
+                    "vmc::platform::unknown-parent",
+                    format!("platform `{name}` inherits unknown platform `{}`", parent.value),
+                )
+                .at(&decl.source, parent.span)
+                .label("unknown platform")
+                .suggest(&parent.value, decls.keys().map(String::as_str)))
+            }
+        },
+        None => None,
+    };
+    chain.pop();
+    let kernel = match (&decl.kernel, &parent) {
+        (Some(k), _) => k.value,
+        (None, Some(p)) => p.kernel,
+        (None, None) => {
+            return Err(Problem::new(
+                "vmc::platform::no-kernel",
+                format!("platform `{name}` says neither its `kernel` version nor what it `inherits`"),
+            )
+            .at(&decl.source, decl.name.span)
+            .help("add `kernel \"6.1\"` (the Linux version it is based on)"))
+        }
+    };
+    if let (Some(k), Some(p)) = (&decl.kernel, &parent) {
+        if k.value < p.kernel {
+            return Err(Problem::new(
+                "vmc::platform::impossible",
+                format!(
+                    "platform `{name}` claims kernel {} but inherits `{}` (kernel {})",
+                    k.value, p.name, p.kernel
+                ),
+            )
+            .at(&decl.source, k.span)
+            .label("older than its parent")
+            .help("a platform inherits only from an older or equal kernel; add backports instead"));
+        }
+    }
+    let mut tap_offloads = parent.as_ref().map(|p| p.tap_offloads.clone()).unwrap_or_default();
+    tap_offloads.extend(decl.tap_offloads.iter().copied());
+    let mut kvm_capabilities = parent.as_ref().map(|p| p.kvm_capabilities.clone()).unwrap_or_default();
+    kvm_capabilities.extend(decl.kvm_capabilities.iter().cloned());
+    let cpu_features = match (&decl.cpu_features, &parent) {
+        (Some(f), _) => Some(f.iter().cloned().collect()),
+        (None, Some(p)) => p.cpu_features.clone(),
+        (None, None) => None,
+    };
+    Ok(Platform {
+        name: name.to_string(),
+        description: decl
+            .description
+            .clone()
+            .or_else(|| parent.as_ref().map(|p| p.description.clone()))
+            .unwrap_or_default(),
+        kernel,
+        inherits: decl.inherits.as_ref().map(|p| p.value.clone()),
+        tap_offloads,
+        kvm_capabilities,
+        cpu_features,
+        source: decl.origin.clone(),
+    })
+}
+
+const PLATFORM_NODES: &[&str] = &[
+    "inherits",
+    "description",
+    "kernel",
+    "tap-offloads",
+    "kvm-capabilities",
+    "cpu-features",
+];
+
+fn parse_file(source: &SourceFile, origin: PlatformSource) -> Result<Vec<PlatformDecl>, Problems> {
+    let doc = kdlread::parse(source, "a platform document (`platform \"NAME\" { ... }`)")?;
+    let mut problems = Collector::default();
+    let mut decls = Vec::new();
+    for node in doc.nodes() {
+        let r = NodeReader::new(source, node);
+        match r.name() {
+            "format" => {
+                if let Some(v) = problems.ok(r.unsigned()) {
+                    if v.value != PLATFORM_FORMAT {
+                        problems.push(
+                            Problem::new(
+                                "vmc::platform::format",
+                                format!(
+                                    "platform document format {} is not supported (this vmc reads format {PLATFORM_FORMAT})",
+                                    v.value
+                                ),
+                            )
+                            .at(source, v.span)
+                            .label("unsupported format")
+                            .help("produce the file with this vmc version (`vmc probe`), or upgrade vmc"),
+                        );
+                    }
+                }
+            }
+            "platform" => {
+                if let Some(d) = problems.ok(parse_platform(&r, origin.clone())) {
+                    decls.push(d);
+                }
+            }
+            other => problems.push(
+                r.problem("vmc::platform::unknown-node", format!("unknown node `{other}` in a platform document"))
+                    .label("unknown")
+                    .help("a platform document holds `format 1` and `platform \"NAME\" { ... }` nodes"),
+            ),
+        }
+    }
+    if decls.is_empty() && problems.is_empty() {
+        problems.push(Problem::new(
+            "vmc::platform::empty",
+            format!("{} defines no platform", source.name()),
+        ));
+    }
+    problems.finish(decls)
+}
+
+fn parse_platform(r: &NodeReader<'_>, origin: PlatformSource) -> Result<PlatformDecl, Problem> {
+    let name = r.string()?;
+    check_platform_name(r.source, &name)?;
+    let mut decl = PlatformDecl {
+        name,
+        description: None,
+        kernel: None,
+        inherits: None,
+        tap_offloads: Vec::new(),
+        kvm_capabilities: Vec::new(),
+        cpu_features: None,
+        source: r.source.clone(),
+        origin,
+    };
+    for child in r.children() {
+        let c = NodeReader::new(r.source, child);
+        c.no_children()?;
+        match c.name() {
+            "inherits" => decl.inherits = Some(c.string()?),
+            "description" => decl.description = Some(c.string()?.value),
+            "kernel" => {
+                let text = c.string()?;
+                let version = KernelVersion::parse(&text.value).ok_or_else(|| {
+                    Problem::new("vmc::platform::kernel", format!("`{}` is not a kernel version", text.value))
+                        .at(r.source, text.span)
+                        .label("expected MAJOR.MINOR")
+                        .help("write it as `kernel \"6.2\"`")
+                })?;
+                decl.kernel = Some(Spanned::new(version, text.span));
+            }
+            "tap-offloads" => {
+                for s in c.strings()? {
+                    let offload = TapOffload::from_name(&s.value).ok_or_else(|| {
+                        Problem::new("vmc::platform::offload", format!("unknown TAP offload `{}`", s.value))
+                            .at(r.source, s.span)
+                            .label("unknown offload")
+                            .suggest(&s.value, TapOffload::ALL.iter().map(|o| o.name()))
+                            .help(format!(
+                                "known offloads: {}",
+                                TapOffload::ALL.iter().map(|o| o.name()).collect::<Vec<_>>().join(", ")
+                            ))
+                    })?;
+                    decl.tap_offloads.push(offload);
+                }
+            }
+            "kvm-capabilities" => {
+                decl.kvm_capabilities
+                    .extend(c.strings()?.into_iter().map(|s| s.value));
+            }
+            "cpu-features" => {
+                let mut features = Vec::new();
+                for s in c.strings()? {
+                    if crate::cpu::feature(&s.value).is_none() {
+                        return Err(Problem::new(
+                            "vmc::platform::cpu-feature",
+                            format!("unknown CPU feature `{}`", s.value),
+                        )
+                        .at(r.source, s.span)
+                        .label("unknown feature")
+                        .suggest(&s.value, crate::cpu::FEATURES.iter().map(|f| f.name)));
+                    }
+                    features.push(s.value);
+                }
+                decl.cpu_features = Some(features);
+            }
+            other => {
+                return Err(c
+                    .problem("vmc::platform::unknown-node", format!("unknown platform setting `{other}`"))
+                    .label("unknown")
+                    .suggest(other, PLATFORM_NODES.iter().copied()))
+            }
+        }
+    }
+    Ok(decl)
+}
+
+fn check_platform_name(source: &SourceFile, name: &Spanned<String>) -> Result<(), Problem> {
+    let ok = !name.value.is_empty()
+        && name.value.len() <= 64
+        && name
+            .value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Problem::new("vmc::platform::name", format!("`{}` is not a valid platform name", name.value))
+            .at(source, name.span)
+            .label("invalid name")
+            .help("use 1 to 64 letters, digits, `-`, `.` or `_`, such as `linux-6.9` or `acme-9.4`"))
+    }
+}
+
+/// Renders a platform as a platform document (the `vmc probe` output shape).
+pub fn to_kdl(p: &Platform) -> String {
+    use kdlread::quote;
+    let mut out = format!("format {PLATFORM_FORMAT}\nplatform {} {{\n", quote(&p.name));
+    if !p.description.is_empty() {
+        out += &format!("    description {}\n", quote(&p.description));
+    }
+    out += &format!("    kernel {}\n", quote(&p.kernel.to_string()));
+    let list = |items: Vec<String>| items.iter().map(|s| quote(s)).collect::<Vec<_>>().join(" ");
+    if !p.tap_offloads.is_empty() {
+        out += &format!(
+            "    tap-offloads {}\n",
+            list(p.tap_offloads.iter().map(|o| o.name().to_string()).collect())
+        );
+    }
+    if !p.kvm_capabilities.is_empty() {
+        out += &format!("    kvm-capabilities {}\n", list(p.kvm_capabilities.iter().cloned().collect()));
+    }
+    if let Some(features) = &p.cpu_features {
+        out += &format!("    cpu-features {}\n", list(features.iter().cloned().collect()));
+    }
+    out += "}\n";
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_resolve_and_uso_arrives_in_6_2() {
+        let reg = PlatformRegistry::builtin();
+        for name in ["linux-5.10", "linux-5.15", "linux-6.1", "linux-6.2", "linux-6.6", "linux-6.9", "linux-6.12"] {
+            assert!(reg.get(name).is_some(), "{name} missing");
+        }
+        let uso = [TapOffload::Uso4, TapOffload::Uso6];
+        assert!(!reg.get("linux-6.1").unwrap().has_offloads(&uso));
+        assert!(reg.get("linux-6.2").unwrap().has_offloads(&uso));
+        assert!(reg.get("linux-6.12").unwrap().has_offloads(&uso));
+        assert_eq!(reg.first_builtin_with(&uso).unwrap().name, "linux-6.2");
+        assert_eq!(reg.by_age().last().unwrap().name, "linux-6.12");
+    }
+
+    #[test]
+    fn third_party_platforms_inherit_and_add_backports() {
+        let file = SourceFile::new(
+            "acme.kdl",
+            "platform \"acme-9\" {\n inherits \"linux-5.10\"\n kernel \"5.14\"\n tap-offloads \"uso4\" \"uso6\"\n}\n",
+        );
+        let reg = PlatformRegistry::with_files(&[file]).unwrap();
+        let p = reg.get("acme-9").unwrap();
+        assert_eq!(p.kernel, KernelVersion { major: 5, minor: 14 });
+        assert!(p.has_offloads(&[TapOffload::Csum, TapOffload::Uso4, TapOffload::Uso6]));
+        assert_eq!(p.source, PlatformSource::File("acme.kdl".into()));
+    }
+
+    #[test]
+    fn bad_platform_files_are_problems() {
+        let cases = [
+            ("platform \"a\" { inherits \"linux-9.99\" }", "vmc::platform::unknown-parent"),
+            ("platform \"a\" { inherits \"b\" }\nplatform \"b\" { inherits \"a\" }", "vmc::platform::cycle"),
+            ("platform \"linux-6.2\" { kernel \"6.2\" }", "vmc::platform::duplicate"),
+            ("platform \"a\" { kernel \"6.x\" }", "vmc::platform::kernel"),
+            ("platform \"a\" { kernel \"6.1\"; tap-offloads \"usoo\" }", "vmc::platform::offload"),
+            ("platform \"a\" { kernal \"6.1\" }", "vmc::platform::unknown-node"),
+            ("platform \"a\" { }", "vmc::platform::no-kernel"),
+            ("format 2\nplatform \"a\" { kernel \"6.1\" }", "vmc::platform::format"),
+            ("platform \"a\" { inherits \"linux-6.9\"; kernel \"5.4\" }", "vmc::platform::impossible"),
+            ("platform \"a b\" { kernel \"6.1\" }", "vmc::platform::name"),
+        ];
+        for (text, code) in cases {
+            let err = PlatformRegistry::with_files(&[SourceFile::new("t.kdl", text)]).unwrap_err();
+            assert!(err.has(code), "{text}: expected {code}, got {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_rendered_platform_reads_back_identically() {
+        let reg = PlatformRegistry::builtin();
+        let mut p = reg.get("linux-6.9").unwrap().clone();
+        p.name = "probed".into();
+        p.inherits = None;
+        p.cpu_features = Some(["sse2".to_string(), "avx".to_string()].into_iter().collect());
+        let again = PlatformRegistry::with_files(&[SourceFile::new("p.kdl", to_kdl(&p))]).unwrap();
+        let mut back = again.get("probed").unwrap().clone();
+        back.source = PlatformSource::Builtin;
+        p.source = PlatformSource::Builtin;
+        assert_eq!(back, p);
+    }
+
+    #[test]
+    fn kernel_versions_parse_from_release_strings() {
+        assert_eq!(KernelVersion::parse("6.2"), Some(KernelVersion { major: 6, minor: 2 }));
+        assert_eq!(
+            KernelVersion::parse("6.18.44-fc-v669"),
+            Some(KernelVersion { major: 6, minor: 18 })
+        );
+        assert_eq!(KernelVersion::parse("6"), None);
+    }
+}

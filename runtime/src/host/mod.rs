@@ -1,0 +1,23 @@
+//! The host side of the runtime: what this machine can do, and its TAP backend.
+//!
+//! - [`probe`]: [`HostProbe::measure`] measures the running kernel (release, TAP offloads
+//!   by real `TUNSETOFFLOAD` calls, KVM API version, capabilities and supported CPUID).
+//!   It reports facts; comparing them with an ABI's `requires` is the caller's job, and
+//!   mapping them to the compiler's platform type too.
+//! - [`tap`]: [`Tap`], a TAP interface carrying frames with a 12-byte virtio-net header,
+//!   its offloads ([`TapOffloads`]) and non-blocking scatter/gather frame I/O. It knows
+//!   nothing of virtio queues.
+//!
+//! Nothing here panics on what the host answers: every failure is a value naming the
+//! system call, the errno, and the likely cause.
+
+pub mod errno;
+pub mod probe;
+pub mod tap;
+
+pub use errno::Errno;
+pub use probe::{
+    CpuidEntry, CpuidReg, HostProbe, KernelRelease, KvmCapability, KvmProbe, ProbeError,
+    SupportedCpuid, TapOffloadProbe, TapProbe, KVM_CAPABILITIES,
+};
+pub use tap::{Tap, TapError, TapOffloads, TunFeatures, VNET_HDR_LEN};

@@ -1,0 +1,155 @@
+//! Shared by the `host_*` tests: the skip-or-fail policy for privileged tests, and a
+//! network namespace each test makes for itself.
+#![allow(dead_code)] // each test binary uses its own part
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The one policy for tests that need something this machine may lack: locally they say
+/// what is missing and are skipped (return false); under CI (`CI=true`, where the
+/// environment is root with /dev/kvm and /dev/net/tun) the same absence fails the test.
+pub fn available_or_skip(test: &str, missing: Option<String>) -> bool {
+    let Some(missing) = missing else {
+        return true;
+    };
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: {missing}, and CI=true, where it must be available");
+    }
+    // Straight to stderr: the test harness captures `eprintln!` of passing tests, and a
+    // skip must be seen.
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {missing}");
+    false
+}
+
+/// Root (for TAPs and network namespaces), `/dev/net/tun` and the `ip` command.
+pub fn require_root_or_skip(test: &str) -> bool {
+    let missing = if unsafe { libc::geteuid() } != 0 {
+        Some("needs root (CAP_NET_ADMIN, network namespaces)".to_string())
+    } else if !std::path::Path::new("/dev/net/tun").exists() {
+        Some("/dev/net/tun is missing (tun module not loaded)".to_string())
+    } else if !Command::new("ip")
+        .arg("-V")
+        .output()
+        .is_ok_and(|out| out.status.success())
+    {
+        Some("the `ip` command (iproute2) is missing".to_string())
+    } else {
+        None
+    };
+    available_or_skip(test, missing)
+}
+
+/// `/dev/kvm` can be opened read-write.
+pub fn require_kvm_or_skip(test: &str) -> bool {
+    let missing = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => None,
+        Err(error) => Some(format!("cannot open /dev/kvm ({error})")),
+    };
+    available_or_skip(test, missing)
+}
+
+/// Runs a command and returns its stdout; panics with its stderr if it fails.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {program}: {error}"));
+    assert!(
+        output.status.success(),
+        "`{program} {}` failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A network namespace made for one test (`vmc-test-<pid>-<n>`), deleted on drop even if
+/// the test fails, with everything in it.
+pub struct NetNs {
+    name: String,
+}
+
+static NETNS_SERIAL: AtomicU32 = AtomicU32::new(0);
+
+impl NetNs {
+    pub fn create() -> NetNs {
+        let serial = NETNS_SERIAL.fetch_add(1, Ordering::Relaxed);
+        let name = format!("vmc-test-{}-{serial}", std::process::id());
+        run("ip", &["netns", "add", &name]);
+        NetNs { name }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `ip -n <ns> ARGS…`, which must succeed.
+    pub fn ip(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", &self.name];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    /// `ip -n <ns> ARGS…` succeeded.
+    pub fn ip_succeeds(&self, args: &[&str]) -> bool {
+        Command::new("ip")
+            .args(["-n", &self.name])
+            .args(args)
+            .output()
+            .is_ok_and(|out| out.status.success())
+    }
+
+    /// Runs a command inside the namespace (`ip netns exec`, which also mounts a /sys
+    /// that shows the namespace's interfaces); returns its stdout.
+    pub fn exec(&self, args: &[&str]) -> String {
+        let mut all = vec!["netns", "exec", &self.name];
+        all.extend_from_slice(args);
+        run("ip", &all)
+    }
+
+    /// A counter of an interface in the namespace, from `/sys/class/net/<dev>/statistics`.
+    pub fn counter(&self, device: &str, counter: &str) -> u64 {
+        let path = format!("/sys/class/net/{device}/statistics/{counter}");
+        let text = self.exec(&["cat", &path]);
+        text.trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{path} holds {text:?}, not a number"))
+    }
+
+    /// Runs `f` on a new thread that has joined the namespace. Network namespace
+    /// membership is per thread, and whatever `f` creates there (a TAP, a socket) stays
+    /// in the namespace wherever it is used afterwards.
+    pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = format!("/var/run/netns/{}", self.name);
+        let thread = std::thread::spawn(move || {
+            let namespace =
+                File::open(&path).unwrap_or_else(|error| panic!("open {path}: {error}"));
+            // SAFETY: setns on an fd we own; it changes only this thread's namespace.
+            let ret = unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(ret, 0, "setns({path}): {}", std::io::Error::last_os_error());
+            f()
+        });
+        match thread.join() {
+            Ok(value) => value,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let deleted = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+        if !deleted.is_ok_and(|out| out.status.success()) {
+            eprintln!("warning: could not delete network namespace {}", self.name);
+        }
+    }
+}

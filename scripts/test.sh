@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test of the project, installing what the tests need first.
+# Tests that need root, /dev/kvm or /dev/net/tun skip with a message when run by hand
+# without them; with CI=true they fail instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "installing: ${need_apt[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+    else
+        echo "missing ${need_apt[*]} (install as root); tests that need them will say so" >&2
+    fi
+fi
+
+# insta: never write snapshots in a test run; a mismatch fails.
+export INSTA_UPDATE=no
+cargo build --workspace --all-targets --locked
+cargo test --workspace --locked

@@ -1,0 +1,305 @@
+//! `vmc`: the command line. Thin: it reads files, asks the compiler, prints results.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use vmc_compiler::diagnostic::Problem;
+use vmc_compiler::{kdlread, machine, platform, AbiDocument, CompileInput, PlatformRegistry, Problems, SourceFile};
+
+/// Exit status for any error (bad input, I/O, refused documents).
+const EXIT_ERROR: u8 = 2;
+
+#[derive(Parser)]
+#[command(
+    name = "vmc",
+    version,
+    about = "Compile a VM spec into a hashed guest-ABI document, and inspect such documents",
+    long_about = "vmc turns a KDL VM spec plus a host platform into a fully expanded guest-ABI \
+document (.abi) in which every default is explicit and the guest-visible part is hashed. \
+Two hosts can run or migrate a VM exactly when they accept the same hash.\n\n\
+Exit status: 0 success; 1 `diff` found differences; 2 error."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct PlatformPaths {
+    /// Also read third-party platform files (*.kdl) from DIR; may be repeated.
+    #[arg(long = "platform-path", value_name = "DIR")]
+    dirs: Vec<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile SPEC for a platform into an ABI document (every default explicit, hashed).
+    ///
+    /// Prints the document's hash on stdout. Nothing is written when the spec has errors.
+    Compile {
+        /// The VM spec (KDL 2.0).
+        spec: PathBuf,
+        /// The host platform to compile for, such as `linux-6.9` (see `vmc platforms`).
+        #[arg(long, value_name = "NAME")]
+        platform: Option<String>,
+        #[command(flatten)]
+        paths: PlatformPaths,
+        /// Where to write the document (default: SPEC with the extension .abi; `-` for stdout).
+        #[arg(short, long, value_name = "OUT")]
+        output: Option<PathBuf>,
+    },
+    /// Print an ABI document (checked); --json is the stable machine interface.
+    Show {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the document's hash, recomputed; an error if the stored one disagrees.
+    Hash { file: PathBuf },
+    /// Each value of the document and where it came from (spec line, machine type, platform, derived).
+    Explain {
+        file: PathBuf,
+        /// A value path (`devices.net0.host-uso`), a prefix (`cpu`) or a property name (`host-uso`).
+        property: Option<String>,
+    },
+    /// Guest-visible differences between two documents: exit 0 equal, 1 different, 2 error.
+    Diff { a: PathBuf, b: PathBuf },
+    /// The known platforms (built-in and from --platform-path).
+    Platforms {
+        #[command(flatten)]
+        paths: PlatformPaths,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The machine types and their full default tables.
+    Machines {
+        /// Only this machine type.
+        name: Option<String>,
+    },
+}
+
+/// An error for the user: compiler problems (with spans) or a plain message.
+enum Failure {
+    Problems(Problems),
+    Message(String),
+}
+
+impl From<Problems> for Failure {
+    fn from(p: Problems) -> Self {
+        Failure::Problems(p)
+    }
+}
+
+impl From<Problem> for Failure {
+    fn from(p: Problem) -> Self {
+        Failure::Problems(p.into())
+    }
+}
+
+fn main() -> ExitCode {
+    // Messages stay on one line each, so they can be searched and quoted.
+    let _ = miette::set_hook(Box::new(|_| Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())));
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(Failure::Problems(problems)) => {
+            for p in problems.0 {
+                eprintln!("{:?}", miette::Report::new(p));
+            }
+            ExitCode::from(EXIT_ERROR)
+        }
+        Err(Failure::Message(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<u8, Failure> {
+    match cli.command {
+        Command::Compile {
+            spec,
+            platform,
+            paths,
+            output,
+        } => compile(&spec, platform.as_deref(), &paths, output.as_deref()),
+        Command::Show { file, json } => {
+            let doc = read_document(&file)?;
+            if json {
+                println!("{}", pretty(&doc.to_json()));
+            } else {
+                print!("{}", doc.to_kdl());
+            }
+            Ok(0)
+        }
+        Command::Hash { file } => {
+            println!("{}", read_document(&file)?.hash);
+            Ok(0)
+        }
+        Command::Explain { file, property } => {
+            let doc = read_document(&file)?;
+            print!("{}", vmc_compiler::explain::explain(&doc, property.as_deref())?);
+            Ok(0)
+        }
+        Command::Diff { a, b } => {
+            let (da, db) = (read_document(&a)?, read_document(&b)?);
+            let differences = vmc_compiler::diff::diff(&da, &db);
+            if differences.is_empty() {
+                println!("no guest-visible difference ({})", da.hash);
+                return Ok(0);
+            }
+            println!("--- {} ({})", a.display(), da.hash);
+            println!("+++ {} ({})", b.display(), db.hash);
+            for d in &differences {
+                println!("{}", d.render());
+            }
+            Ok(1)
+        }
+        Command::Platforms { paths, json } => {
+            let registry = registry(&paths)?;
+            platforms(&registry, json);
+            Ok(0)
+        }
+        Command::Machines { name } => {
+            let names: Vec<&str> = match &name {
+                Some(n) => vec![n.as_str()],
+                None => machine::names().collect(),
+            };
+            for (i, n) in names.iter().enumerate() {
+                let m = machine::resolve(n).ok_or_else(|| {
+                    Failure::Message(format!(
+                        "unknown machine type `{n}` (known: {})",
+                        machine::names().collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
+                if i > 0 {
+                    println!();
+                }
+                println!("# {}", m.doc);
+                print!("{}", machine::default_table(&m));
+            }
+            Ok(0)
+        }
+    }
+}
+
+fn compile(spec_path: &Path, platform: Option<&str>, paths: &PlatformPaths, output: Option<&Path>) -> Result<u8, Failure> {
+    let source = read_source(spec_path)?;
+    let registry = registry(paths)?;
+    let Some(platform_name) = platform else {
+        return Err(Failure::Message(format!(
+            "no --platform given, and this vmc cannot yet probe the host to choose one; pass --platform NAME (known: {})",
+            registry.names().collect::<Vec<_>>().join(", ")
+        )));
+    };
+    let platform = registry.lookup(platform_name)?;
+    let spec_dir = spec_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let base_dir = std::fs::canonicalize(spec_dir)
+        .map_err(|e| Failure::Message(format!("cannot resolve the directory of {}: {e}", spec_path.display())))?;
+    let doc = vmc_compiler::compile(&CompileInput {
+        spec: &source,
+        platform,
+        registry: &registry,
+        base_dir: Some(&base_dir),
+    })?;
+    let text = doc.to_kdl();
+    let out = output.map(Path::to_path_buf).unwrap_or_else(|| spec_path.with_extension("abi"));
+    if out == Path::new("-") {
+        print!("{text}");
+        return Ok(0);
+    }
+    write_atomically(&out, text.as_bytes())?;
+    eprintln!("compiled {} for {} -> {}", spec_path.display(), platform.name, out.display());
+    println!("{}", doc.hash);
+    Ok(0)
+}
+
+/// Writes through a temporary file and a rename, so a failure never leaves a partial document.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Failure::Message(format!("{} is not a file path", path.display())))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(file_name);
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = path.with_file_name(tmp_name);
+    let result = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Failure::Message(format!("cannot write {}: {e}", path.display())));
+    }
+    Ok(())
+}
+
+fn read_source(path: &Path) -> Result<SourceFile, Failure> {
+    let bytes = std::fs::read(path).map_err(|e| Failure::Message(format!("cannot read {}: {e}", path.display())))?;
+    Ok(kdlread::source_from_bytes(&path.display().to_string(), &bytes)?)
+}
+
+fn read_document(path: &Path) -> Result<AbiDocument, Failure> {
+    Ok(AbiDocument::from_kdl(&read_source(path)?)?)
+}
+
+fn registry(paths: &PlatformPaths) -> Result<PlatformRegistry, Failure> {
+    let mut files = Vec::new();
+    for dir in &paths.dirs {
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| Failure::Message(format!("cannot read platform directory {}: {e}", dir.display())))?;
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "kdl"))
+            .collect();
+        found.sort();
+        for path in found {
+            files.push(read_source(&path)?);
+        }
+    }
+    Ok(PlatformRegistry::with_files(&files)?)
+}
+
+fn platforms(registry: &PlatformRegistry, json: bool) {
+    let all = registry.by_age();
+    if json {
+        let list: Vec<serde_json::Value> = all
+            .iter()
+            .map(|p| {
+                serde_json::json!({
+                    "name": p.name,
+                    "description": p.description,
+                    "kernel": p.kernel.to_string(),
+                    "inherits": p.inherits,
+                    "tap-offloads": p.tap_offloads.iter().map(|o| o.name()).collect::<Vec<_>>(),
+                    "kvm-capabilities": p.kvm_capabilities,
+                    "cpu-features": p.cpu_features,
+                    "source": match &p.source {
+                        platform::PlatformSource::Builtin => "built-in".to_string(),
+                        platform::PlatformSource::File(f) => f.clone(),
+                    },
+                })
+            })
+            .collect();
+        println!("{}", pretty(&serde_json::Value::Array(list)));
+        return;
+    }
+    let width = all.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    for p in all {
+        let offloads: Vec<&str> = p.tap_offloads.iter().map(|o| o.name()).collect();
+        let source = match &p.source {
+            platform::PlatformSource::Builtin => String::new(),
+            platform::PlatformSource::File(f) => format!("  [{f}]"),
+        };
+        println!(
+            "{:width$}  kernel {:5}  tap {}  {}{source}",
+            p.name,
+            p.kernel.to_string(),
+            offloads.join(","),
+            p.description
+        );
+    }
+}
+
+fn pretty(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}

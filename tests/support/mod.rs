@@ -1,0 +1,87 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use vmc_compiler::{AbiDocument, CompileInput, PlatformRegistry, Problems, SourceFile};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Compiles spec text for a built-in platform, as if the spec lived in `/vmc/specs`
+/// (so documents do not depend on where the checkout is).
+pub fn compile_text(text: &str, platform: &str) -> Result<AbiDocument, Problems> {
+    compile_named("spec.kdl", text, platform, &PlatformRegistry::builtin())
+}
+
+pub fn compile_named(name: &str, text: &str, platform: &str, registry: &PlatformRegistry) -> Result<AbiDocument, Problems> {
+    let source = SourceFile::new(name, text);
+    let platform = registry.lookup(platform).map_err(Problems::from)?;
+    vmc_compiler::compile(&CompileInput {
+        spec: &source,
+        platform,
+        registry,
+        base_dir: Some(Path::new("/vmc/specs")),
+    })
+}
+
+/// Problems rendered as a user sees them, without colour, for snapshots and assertions.
+pub fn render(problems: &Problems) -> String {
+    let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor()).with_width(100);
+    let mut out = String::new();
+    for p in problems.iter() {
+        handler.render_report(&mut out, p).expect("render");
+        out.push('\n');
+    }
+    out
+}
+
+/// Runs the `vmc` binary.
+pub fn vmc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmc"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run vmc")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A fresh scratch directory under the target directory, removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let dir = repo()
+            .join("target")
+            .join("test-scratch")
+            .join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("scratch dir");
+        Scratch(dir)
+    }
+
+    pub fn path(&self, file: &str) -> PathBuf {
+        self.0.join(file)
+    }
+
+    pub fn write(&self, file: &str, contents: impl AsRef<[u8]>) -> String {
+        let p = self.path(file);
+        std::fs::write(&p, contents).expect("write scratch file");
+        p.display().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
