@@ -40,7 +40,8 @@ enum Command {
     Compile {
         /// The VM spec (KDL 2.0).
         spec: PathBuf,
-        /// The host platform to compile for, such as `linux-6.9` (see `vmc platforms`).
+        /// The host platform to compile for, such as `linux-6.9` (see `vmc platforms`);
+        /// default: the newest platform this host supports (probed).
         #[arg(long, value_name = "NAME")]
         platform: Option<String>,
         #[command(flatten)]
@@ -69,9 +70,23 @@ enum Command {
     Platforms {
         #[command(flatten)]
         paths: PlatformPaths,
+        /// Probe this host and say which platforms it supports, and what it lacks for the others.
+        #[arg(long)]
+        host: bool,
         #[arg(long)]
         json: bool,
     },
+    /// Measure this host (kernel, TAP offloads, KVM capabilities, CPU features KVM can
+    /// give a guest) and print it as a platform document, usable with --platform-path.
+    Probe {
+        /// The platform name to give this host.
+        #[arg(long, default_value = vmc_runtime::host::platform::DEFAULT_NAME)]
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Can this host run FILE? Exit 0 if so; 1 and every missing capability if not.
+    Check { file: PathBuf },
     /// The machine types and their full default tables.
     Machines {
         /// Only this machine type.
@@ -156,10 +171,27 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             }
             Ok(1)
         }
-        Command::Platforms { paths, json } => {
+        Command::Platforms { paths, host, json } => {
             let registry = registry(&paths)?;
-            platforms(&registry, json);
+            if host {
+                platforms_for_host(&registry, &measure_host(), json);
+            } else {
+                platforms(&registry, json);
+            }
             Ok(0)
+        }
+        Command::Probe { name, json } => probe(&name, json),
+        Command::Check { file } => {
+            let doc = read_document(&file)?;
+            let host = measure_host();
+            let shortfalls = vmc_compiler::check::shortfalls(&doc, &host);
+            if shortfalls.is_empty() {
+                println!("this host can run {} ({})", file.display(), doc.hash);
+                Ok(0)
+            } else {
+                print!("{}", vmc_compiler::check::render(&shortfalls, "this host"));
+                Ok(1)
+            }
         }
         Command::Machines { name } => {
             let names: Vec<&str> = match &name {
@@ -187,13 +219,20 @@ fn run(cli: Cli) -> Result<u8, Failure> {
 fn compile(spec_path: &Path, platform: Option<&str>, paths: &PlatformPaths, output: Option<&Path>) -> Result<u8, Failure> {
     let source = read_source(spec_path)?;
     let registry = registry(paths)?;
-    let Some(platform_name) = platform else {
-        return Err(Failure::Message(format!(
-            "no --platform given, and this vmc cannot yet probe the host to choose one; pass --platform NAME (known: {})",
-            registry.names().collect::<Vec<_>>().join(", ")
-        )));
+    let platform = match platform {
+        Some(name) => registry.lookup(name)?,
+        None => {
+            let host = measure_host();
+            let chosen = vmc_compiler::check::newest_supported(&registry, &host).ok_or_else(|| {
+                Failure::Message(format!(
+                    "this host supports none of the known platforms ({}); see `vmc platforms --host`, or pass --platform NAME",
+                    registry.names().collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+            eprintln!("no --platform given: compiling for `{}`, the newest platform this host supports", chosen.name);
+            chosen
+        }
     };
-    let platform = registry.lookup(platform_name)?;
     let spec_dir = spec_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let base_dir = std::fs::canonicalize(spec_dir)
         .map_err(|e| Failure::Message(format!("cannot resolve the directory of {}: {e}", spec_path.display())))?;
@@ -297,6 +336,79 @@ fn platforms(registry: &PlatformRegistry, json: bool) {
             offloads.join(","),
             p.description
         );
+    }
+}
+
+/// This host, measured, as a platform.
+fn measure_host() -> vmc_compiler::Platform {
+    vmc_runtime::host::HostProbe::measure().to_platform(vmc_runtime::host::platform::DEFAULT_NAME)
+}
+
+fn probe(name: &str, json: bool) -> Result<u8, Failure> {
+    let probe = vmc_runtime::host::HostProbe::measure();
+    let platform = probe.to_platform(name);
+    let unmeasured = probe.unmeasured();
+    if json {
+        let kvm = probe.kvm.as_ref().ok();
+        println!(
+            "{}",
+            pretty(&serde_json::json!({
+                "format": platform::PLATFORM_FORMAT,
+                "name": platform.name,
+                "description": platform.description,
+                "kernel": platform.kernel.to_string(),
+                "kernel-release": probe.kernel.as_ref().map(|k| k.release.clone()).ok(),
+                "tap-offloads": platform.tap_offloads.iter().map(|o| o.name()).collect::<Vec<_>>(),
+                "kvm-api-version": kvm.map(|k| k.api_version),
+                "kvm-capabilities": platform.kvm_capabilities,
+                "cpu-features": platform.cpu_features,
+                "unmeasured": unmeasured,
+            }))
+        );
+    } else {
+        if let Ok(k) = &probe.kernel {
+            println!("// kernel release {}", k.release);
+        }
+        for u in &unmeasured {
+            println!("// not measured: {u}");
+        }
+        print!("{}", platform::to_kdl(&platform));
+    }
+    for u in &unmeasured {
+        eprintln!("warning: not measured: {u}");
+    }
+    Ok(0)
+}
+
+fn platforms_for_host(registry: &PlatformRegistry, host: &vmc_compiler::Platform, json: bool) {
+    let rows: Vec<(&vmc_compiler::Platform, Vec<(vmc_compiler::check::Group, String)>)> = registry
+        .by_age()
+        .into_iter()
+        .map(|p| (p, vmc_compiler::check::platform_missing(p, host)))
+        .collect();
+    if json {
+        let list: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|(p, missing)| {
+                serde_json::json!({
+                    "name": p.name,
+                    "kernel": p.kernel.to_string(),
+                    "supported": missing.is_empty(),
+                    "missing": missing.iter().map(|(g, c)| format!("{} {c}", g.to_string().to_lowercase())).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", pretty(&serde_json::Value::Array(list)));
+        return;
+    }
+    let width = rows.iter().map(|(p, _)| p.name.len()).max().unwrap_or(0);
+    for (p, missing) in rows {
+        if missing.is_empty() {
+            println!("{:width$}  supported", p.name);
+        } else {
+            let what: Vec<String> = missing.iter().map(|(g, c)| format!("{g} {c}")).collect();
+            println!("{:width$}  not supported: this host lacks {}", p.name, what.join(", "));
+        }
     }
 }
 

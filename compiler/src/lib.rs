@@ -13,6 +13,7 @@
 //! * [`diff`], [`explain`]: reading documents for people and tools.
 
 pub mod canonical;
+pub mod check;
 pub mod cpu;
 pub mod diagnostic;
 pub mod diff;

@@ -85,3 +85,31 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Tests that measure the host need root (a throwaway TAP) and /dev/kvm. Without them a
+/// local run skips with a reason; under CI (CI=true) the test fails instead.
+pub fn require_host_access(test: &str) -> bool {
+    let root = effective_uid() == 0;
+    let kvm = std::path::Path::new("/dev/kvm").exists();
+    if root && kvm {
+        return true;
+    }
+    let why = if root { "/dev/kvm is missing" } else { "needs root" };
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: {why} (CI=true: not skipping)");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+    false
+}
+
+fn effective_uid() -> u32 {
+    // Read from /proc rather than calling libc: the tests need no unsafe code.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).and_then(|u| u.parse().ok()))
+        })
+        .unwrap_or(u32::MAX)
+}

@@ -12,6 +12,7 @@
 //! system call, the errno, and the likely cause.
 
 pub mod errno;
+pub mod platform;
 pub mod probe;
 pub mod tap;
 

@@ -1,0 +1,99 @@
+//! The commands that measure this host: probe, platforms --host, check, and compile's
+//! default platform. They run as root on a host with /dev/kvm (CI does).
+
+mod support;
+
+use support::{require_host_access, stderr, stdout, vmc, Scratch};
+
+const V1_SPEC: &str = "vm \"small\" {\n    cpu-model \"x86-64-v1\"\n    net \"net0\"\n}\n";
+
+#[test]
+fn probe_prints_a_platform_document_of_this_host() {
+    if !require_host_access("probe_prints_a_platform_document_of_this_host") {
+        return;
+    }
+    let o = vmc(&["probe", "--name", "this-host"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    let uname = std::process::Command::new("uname").arg("-r").output().unwrap();
+    let release = String::from_utf8_lossy(&uname.stdout).trim().to_string();
+    assert!(text.contains(&format!("// kernel release {release}")), "{text}");
+    assert!(text.contains("platform \"this-host\""));
+    // This host's kernel (6.x, >= 6.2) has TAP USO, measured by a real TUNSETOFFLOAD.
+    assert!(text.contains("\"uso4\" \"uso6\""), "{text}");
+    assert!(text.contains("\"irqchip\""), "{text}");
+
+    // The probe is a platform document: compile against it with --platform-path.
+    let s = Scratch::new("probe-as-platform");
+    std::fs::create_dir(s.path("platforms")).unwrap();
+    s.write("platforms/this-host.kdl", &text);
+    let spec = s.write("small.kdl", V1_SPEC);
+    let dir = s.path("platforms").display().to_string();
+    let out = s.path("small.abi").display().to_string();
+    let o = vmc(&["compile", &spec, "--platform-path", &dir, "--platform", "this-host", "-o", &out]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = vmc(&["explain", &out, "host-uso"]);
+    assert!(stdout(&o).contains("from platform this-host"), "{}", stdout(&o));
+
+    let o = vmc(&["probe", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["kernel-release"], release.as_str());
+    assert_eq!(v["kvm-api-version"], 12);
+    assert_eq!(v["unmeasured"], serde_json::json!([]));
+}
+
+#[test]
+fn platforms_host_says_which_platforms_this_host_supports() {
+    if !require_host_access("platforms_host_says_which_platforms_this_host_supports") {
+        return;
+    }
+    let s = Scratch::new("platforms-host");
+    // A platform no host has: it must be reported unsupported, with what is missing.
+    s.write("future.kdl", "platform \"future\" { inherits \"linux-6.12\"; kernel \"9.0\"; kvm-capabilities \"time-travel\" }\n");
+    let o = vmc(&["platforms", "--host", "--json", "--platform-path", &s.0.display().to_string()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let find = |n: &str| v.as_array().unwrap().iter().find(|p| p["name"] == n).cloned().unwrap();
+    assert_eq!(find("linux-6.9")["supported"], true);
+    assert_eq!(find("linux-6.9")["missing"], serde_json::json!([]));
+    assert_eq!(find("future")["supported"], false);
+    assert_eq!(find("future")["missing"], serde_json::json!(["kvm time-travel"]));
+}
+
+#[test]
+fn compile_without_a_platform_uses_the_newest_this_host_supports() {
+    if !require_host_access("compile_without_a_platform_uses_the_newest_this_host_supports") {
+        return;
+    }
+    let s = Scratch::new("default-platform");
+    let spec = s.write("small.kdl", V1_SPEC);
+    let o = vmc(&["compile", &spec]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("no --platform given: compiling for `linux-6.12`"), "{}", stderr(&o));
+    let abi = std::fs::read_to_string(s.path("small.abi")).unwrap();
+    assert!(abi.contains("platform \"linux-6.12\""));
+}
+
+#[test]
+fn check_names_every_missing_cpu_feature_and_accepts_what_the_host_can_run() {
+    if !require_host_access("check_names_every_missing_cpu_feature_and_accepts_what_the_host_can_run") {
+        return;
+    }
+    let s = Scratch::new("check");
+    let v4 = s.write("v4.kdl", V1_SPEC.replace("x86-64-v1", "x86-64-v4"));
+    let v1 = s.write("v1.kdl", V1_SPEC);
+    for spec in [&v4, &v1] {
+        let o = vmc(&["compile", spec, "--platform", "linux-6.9"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let o = vmc(&["check", &s.path("v4.abi").display().to_string()]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let out = stdout(&o);
+    for f in ["avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"] {
+        assert!(out.contains(f), "{f} not named:\n{out}");
+    }
+    assert!(out.contains("needed by cpu.model x86-64-v4"), "{out}");
+    let o = vmc(&["check", &s.path("v1.abi").display().to_string()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).starts_with("this host can run"));
+}
