@@ -114,7 +114,9 @@ impl From<Problem> for Failure {
 
 fn main() -> ExitCode {
     // Messages stay on one line each, so they can be searched and quoted.
-    let _ = miette::set_hook(Box::new(|_| Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())));
+    let _ = miette::set_hook(Box::new(|_| {
+        Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
+    }));
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => ExitCode::from(code),
@@ -216,7 +218,12 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     }
 }
 
-fn compile(spec_path: &Path, platform: Option<&str>, paths: &PlatformPaths, output: Option<&Path>) -> Result<u8, Failure> {
+fn compile(
+    spec_path: &Path,
+    platform: Option<&str>,
+    paths: &PlatformPaths,
+    output: Option<&Path>,
+) -> Result<u8, Failure> {
     let source = read_source(spec_path)?;
     let registry = registry(paths)?;
     let platform = match platform {
@@ -229,11 +236,17 @@ fn compile(spec_path: &Path, platform: Option<&str>, paths: &PlatformPaths, outp
                     registry.names().collect::<Vec<_>>().join(", ")
                 ))
             })?;
-            eprintln!("no --platform given: compiling for `{}`, the newest platform this host supports", chosen.name);
+            eprintln!(
+                "no --platform given: compiling for `{}`, the newest platform this host supports",
+                chosen.name
+            );
             chosen
         }
     };
-    let spec_dir = spec_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let spec_dir = spec_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let base_dir = std::fs::canonicalize(spec_dir)
         .map_err(|e| Failure::Message(format!("cannot resolve the directory of {}: {e}", spec_path.display())))?;
     let doc = vmc_compiler::compile(&CompileInput {
@@ -243,13 +256,20 @@ fn compile(spec_path: &Path, platform: Option<&str>, paths: &PlatformPaths, outp
         base_dir: Some(&base_dir),
     })?;
     let text = doc.to_kdl();
-    let out = output.map(Path::to_path_buf).unwrap_or_else(|| spec_path.with_extension("abi"));
+    let out = output
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| spec_path.with_extension("abi"));
     if out == Path::new("-") {
         print!("{text}");
         return Ok(0);
     }
     write_atomically(&out, text.as_bytes())?;
-    eprintln!("compiled {} for {} -> {}", spec_path.display(), platform.name, out.display());
+    eprintln!(
+        "compiled {} for {} -> {}",
+        spec_path.display(),
+        platform.name,
+        out.display()
+    );
     println!("{}", doc.hash);
     Ok(0)
 }

@@ -30,7 +30,10 @@ fn compile_writes_the_document_next_to_the_spec_and_prints_the_hash() {
     assert!(abi.contains(&format!("hash \"{hash}\"")));
     // Boot paths are made absolute against the spec's directory.
     let dir = std::fs::canonicalize(&s.0).unwrap();
-    assert!(abi.contains(&format!("kernel \"{}/guest/vmlinuz\"", dir.display())), "{abi}");
+    assert!(
+        abi.contains(&format!("kernel \"{}/guest/vmlinuz\"", dir.display())),
+        "{abi}"
+    );
     // `-o -` writes to stdout.
     let o = vmc(&["compile", &spec_path, "--platform", "linux-6.9", "-o", "-"]);
     assert_eq!(stdout(&o), abi);
@@ -81,7 +84,10 @@ fn show_json_has_the_contract_shape() {
     assert_eq!(abi_json["machine"], "microvm-1.0");
     assert_eq!(abi_json["cpu"]["model"], "x86-64-v2");
     assert_eq!(abi_json["cpu"]["count"], 2);
-    assert!(abi_json["cpu"]["features"].as_array().unwrap().contains(&"sse4.2".into()));
+    assert!(abi_json["cpu"]["features"]
+        .as_array()
+        .unwrap()
+        .contains(&"sse4.2".into()));
     assert_eq!(abi_json["memory"], 512u64 << 20);
     let dev = &abi_json["devices"][0];
     assert_eq!(dev["id"], "net0");
@@ -91,7 +97,12 @@ fn show_json_has_the_contract_shape() {
     assert_eq!(dev["rx-queue-size"], 256);
     assert_eq!(dev["mmio-base"], 0xfeb0_0e00u64);
     assert_eq!(dev["irq"], 12);
-    let bits: Vec<u64> = dev["device-features"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap()).collect();
+    let bits: Vec<u64> = dev["device-features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_u64().unwrap())
+        .collect();
     let mut sorted = bits.clone();
     sorted.sort_unstable();
     assert_eq!(bits, sorted);
@@ -117,7 +128,11 @@ fn hash_recomputes_and_refuses_an_edited_document() {
     for cmd in ["hash", "show", "explain"] {
         let o = vmc(&[cmd, &edited]);
         assert_eq!(o.status.code(), Some(2), "{cmd}");
-        assert!(stderr(&o).contains("stored hash does not match"), "{cmd}: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("stored hash does not match"),
+            "{cmd}: {}",
+            stderr(&o)
+        );
     }
     let o = vmc(&["diff", &abi, &edited]);
     assert_eq!(o.status.code(), Some(2));
@@ -131,7 +146,11 @@ fn explain_names_each_value_and_its_origin() {
     let explain = |args: &[&str]| {
         let o = vmc(&[&["explain", abi.as_str()], args].concat());
         assert!(o.status.success(), "{}", stderr(&o));
-        stdout(&o).split(' ').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
+        stdout(&o)
+            .split(' ')
+            .filter(|w| !w.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
     };
     let out = explain(&["host-uso"]);
     assert!(out.contains("devices.net0.host-uso = #true"), "{out}");
@@ -153,13 +172,26 @@ fn explain_names_each_value_and_its_origin() {
 fn platforms_lists_builtins_and_third_party_files() {
     let o = vmc(&["platforms"]);
     assert!(o.status.success());
-    for name in ["linux-5.10", "linux-5.15", "linux-6.1", "linux-6.2", "linux-6.6", "linux-6.9", "linux-6.12"] {
+    for name in [
+        "linux-5.10",
+        "linux-5.15",
+        "linux-6.1",
+        "linux-6.2",
+        "linux-6.6",
+        "linux-6.9",
+        "linux-6.12",
+    ] {
         assert!(stdout(&o).contains(name), "{name}");
     }
     let dir = support::repo().join("specs/platforms").display().to_string();
     let o = vmc(&["platforms", "--json", "--platform-path", &dir]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    let acme = v.as_array().unwrap().iter().find(|p| p["name"] == "acme-9").expect("acme-9 listed");
+    let acme = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "acme-9")
+        .expect("acme-9 listed");
     assert_eq!(acme["kernel"], "5.14");
     assert!(acme["tap-offloads"].as_array().unwrap().contains(&"uso4".into()));
     let first = &v[0];
@@ -171,12 +203,28 @@ fn a_third_party_platform_with_backported_uso_enables_it() {
     let s = Scratch::new("acme");
     let dir = support::repo().join("specs/platforms").display().to_string();
     let out = s.path("router.abi").display().to_string();
-    let o = vmc(&["compile", &spec("router.kdl"), "--platform-path", &dir, "--platform", "acme-9", "-o", &out]);
+    let o = vmc(&[
+        "compile",
+        &spec("router.kdl"),
+        "--platform-path",
+        &dir,
+        "--platform",
+        "acme-9",
+        "-o",
+        &out,
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = vmc(&["explain", &out, "devices.wan.host-uso"]);
     assert!(stdout(&o).contains("= #true"));
     // The same spec on the upstream kernel it is based on is refused.
-    let o = vmc(&["compile", &spec("router.kdl"), "--platform", "linux-5.10", "-o", &s.path("x.abi").display().to_string()]);
+    let o = vmc(&[
+        "compile",
+        &spec("router.kdl"),
+        "--platform",
+        "linux-5.10",
+        "-o",
+        &s.path("x.abi").display().to_string(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(!s.path("x.abi").exists());
 }
@@ -203,30 +251,105 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
         ("latin1", b"vm \"caf\xe9\"".to_vec(), "not valid UTF-8"),
         ("deep", deep.into_bytes(), "nesting deeper"),
         ("cpus0", b"vm \"x\" { cpus 0 }".to_vec(), "1 to 255 vCPUs"),
-        ("queue", b"vm \"x\" { net \"n\" { rx-queue-size 300 } }".to_vec(), "not a power of two"),
+        (
+            "queue",
+            b"vm \"x\" { net \"n\" { rx-queue-size 300 } }".to_vec(),
+            "not a power of two",
+        ),
         ("negmem", b"vm \"x\" { memory -1 }".to_vec(), "must not be negative"),
-        ("bigmem", b"vm \"x\" { memory \"99999999999999TiB\" }".to_vec(), "too large"),
-        ("hugeint", b"vm \"x\" { memory 999999999999999999999999999 }".to_vec(), "too large"),
+        (
+            "bigmem",
+            b"vm \"x\" { memory \"99999999999999TiB\" }".to_vec(),
+            "too large",
+        ),
+        (
+            "hugeint",
+            b"vm \"x\" { memory 999999999999999999999999999 }".to_vec(),
+            "too large",
+        ),
         ("oddmem", b"vm \"x\" { memory 5000000 }".to_vec(), "4 KiB pages"),
-        ("dupid", b"vm \"x\" { net \"n\"; net \"n\" }".to_vec(), "device id `n` is used twice"),
-        ("multicast", b"vm \"x\" { net \"n\" { mac \"01:00:5e:00:00:01\" } }".to_vec(), "multicast"),
-        ("badmac", b"vm \"x\" { net \"n\" { mac \"52:54:00:zz:00:01\" } }".to_vec(), "not two hexadecimal digits"),
-        ("machine", b"vm \"x\" { machine \"microvm-2.0\" }".to_vec(), "unknown machine type"),
-        ("cpumodel", b"vm \"x\" { cpu-model \"x86-64-v5\" }".to_vec(), "unknown CPU model"),
-        ("typo", b"vm \"x\" { net \"n\" { host-usoo #true } }".to_vec(), "did you mean `host-uso`?"),
-        ("node", b"vm \"x\" { memroy \"1GiB\" }".to_vec(), "did you mean `memory`?"),
-        ("type", b"vm \"x\" { net \"n\" { csum \"yes\" } }".to_vec(), "expects a boolean"),
-        ("unimpl", b"vm \"x\" { net \"n\" { ctrl-vq #true } }".to_vec(), "no control virtqueue"),
-        ("dep", b"vm \"x\" { net \"n\" { csum #false; host-tso4 #true } }".to_vec(), "`host-tso4` needs `csum`"),
-        ("uso515", b"vm \"x\" { net \"n\" { host-uso #true } }".to_vec(), "Linux 6.2+"),
-        ("toomany", format!("vm \"x\" {{ {} }}", (0..9).map(|i| format!("net \"n{i}\"")).collect::<Vec<_>>().join("; ")).into_bytes(), "8 virtio-mmio slots"),
+        (
+            "dupid",
+            b"vm \"x\" { net \"n\"; net \"n\" }".to_vec(),
+            "device id `n` is used twice",
+        ),
+        (
+            "multicast",
+            b"vm \"x\" { net \"n\" { mac \"01:00:5e:00:00:01\" } }".to_vec(),
+            "multicast",
+        ),
+        (
+            "badmac",
+            b"vm \"x\" { net \"n\" { mac \"52:54:00:zz:00:01\" } }".to_vec(),
+            "not two hexadecimal digits",
+        ),
+        (
+            "machine",
+            b"vm \"x\" { machine \"microvm-2.0\" }".to_vec(),
+            "unknown machine type",
+        ),
+        (
+            "cpumodel",
+            b"vm \"x\" { cpu-model \"x86-64-v5\" }".to_vec(),
+            "unknown CPU model",
+        ),
+        (
+            "typo",
+            b"vm \"x\" { net \"n\" { host-usoo #true } }".to_vec(),
+            "did you mean `host-uso`?",
+        ),
+        (
+            "node",
+            b"vm \"x\" { memroy \"1GiB\" }".to_vec(),
+            "did you mean `memory`?",
+        ),
+        (
+            "type",
+            b"vm \"x\" { net \"n\" { csum \"yes\" } }".to_vec(),
+            "expects a boolean",
+        ),
+        (
+            "unimpl",
+            b"vm \"x\" { net \"n\" { ctrl-vq #true } }".to_vec(),
+            "no control virtqueue",
+        ),
+        (
+            "dep",
+            b"vm \"x\" { net \"n\" { csum #false; host-tso4 #true } }".to_vec(),
+            "`host-tso4` needs `csum`",
+        ),
+        (
+            "uso515",
+            b"vm \"x\" { net \"n\" { host-uso #true } }".to_vec(),
+            "Linux 6.2+",
+        ),
+        (
+            "toomany",
+            format!(
+                "vm \"x\" {{ {} }}",
+                (0..9).map(|i| format!("net \"n{i}\"")).collect::<Vec<_>>().join("; ")
+            )
+            .into_bytes(),
+            "8 virtio-mmio slots",
+        ),
     ];
     for (name, bytes, expect) in cases {
         let spec_path = s.write(&format!("{name}.kdl"), &bytes);
         let out = s.path(&format!("{name}.abi"));
-        let o = vmc(&["compile", &spec_path, "--platform", "linux-5.15", "-o", &out.display().to_string()]);
+        let o = vmc(&[
+            "compile",
+            &spec_path,
+            "--platform",
+            "linux-5.15",
+            "-o",
+            &out.display().to_string(),
+        ]);
         assert_eq!(o.status.code(), Some(2), "{name}: {}", stderr(&o));
-        assert!(stderr(&o).contains(expect), "{name}: expected `{expect}` in:\n{}", stderr(&o));
+        assert!(
+            stderr(&o).contains(expect),
+            "{name}: expected `{expect}` in:\n{}",
+            stderr(&o)
+        );
         assert!(!stderr(&o).contains("panicked"), "{name}");
         assert!(!out.exists(), "{name}: an output file was written");
     }
@@ -235,28 +358,56 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
 #[test]
 fn spec_errors_point_at_the_source_with_a_fix() {
     let s = Scratch::new("spans");
-    let spec_path = s.write("uso.kdl", "vm \"x\" {\n    net \"n\" {\n        host-uso #true\n    }\n}\n");
-    let o = vmc(&["compile", &spec_path, "--platform", "linux-5.15", "-o", &s.path("uso.abi").display().to_string()]);
+    let spec_path = s.write(
+        "uso.kdl",
+        "vm \"x\" {\n    net \"n\" {\n        host-uso #true\n    }\n}\n",
+    );
+    let o = vmc(&[
+        "compile",
+        &spec_path,
+        "--platform",
+        "linux-5.15",
+        "-o",
+        &s.path("uso.abi").display().to_string(),
+    ]);
     let err = stderr(&o);
     assert!(err.contains("`host-uso` needs TAP offload uso4+uso6"), "{err}");
     assert!(err.contains("platform `linux-5.15` lacks it"), "{err}");
     assert!(err.contains("uso.kdl:3:18"), "{err}");
     assert!(err.contains("host-uso #true"), "the snippet is shown: {err}");
-    assert!(err.contains("help: compile for a platform that has it (`linux-6.2` or newer), or set `host-uso #false`"), "{err}");
+    assert!(
+        err.contains("help: compile for a platform that has it (`linux-6.2` or newer), or set `host-uso #false`"),
+        "{err}"
+    );
 }
 
 #[test]
 fn platform_errors_name_the_choices() {
     let s = Scratch::new("platform-errors");
-    let o = vmc(&["compile", &spec("web.kdl"), "--platform", "linux-6.99", "-o", &s.path("a.abi").display().to_string()]);
+    let o = vmc(&[
+        "compile",
+        &spec("web.kdl"),
+        "--platform",
+        "linux-6.99",
+        "-o",
+        &s.path("a.abi").display().to_string(),
+    ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("unknown platform `linux-6.99`"));
-    assert!(stderr(&o).contains("known platforms: linux-5.10, linux-5.15"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("known platforms: linux-5.10, linux-5.15"),
+        "{}",
+        stderr(&o)
+    );
     // A broken third-party platform file is reported with its span.
     s.write("bad.kdl", "platform \"broken\" { inherits \"linux-9\" }\n");
     let o = vmc(&["platforms", "--platform-path", &s.0.display().to_string()]);
     assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("inherits unknown platform `linux-9`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("inherits unknown platform `linux-9`"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!s.path("a.abi").exists());
 }
 

@@ -37,7 +37,10 @@ fn hash(text: &str, platform: &str) -> String {
 
 /// The base spec with one more line inside `net "net0" { ... }`.
 fn with_net_line(line: &str) -> String {
-    BASE.replace("        mac \"52:54:00:12:34:56\"\n", &format!("        mac \"52:54:00:12:34:56\"\n        {line}\n"))
+    BASE.replace(
+        "        mac \"52:54:00:12:34:56\"\n",
+        &format!("        mac \"52:54:00:12:34:56\"\n        {line}\n"),
+    )
 }
 
 #[test]
@@ -62,9 +65,21 @@ vm "web-1" {
 #[test]
 fn host_bindings_and_the_platform_name_leave_the_hash_alone() {
     let base = hash(BASE, "linux-6.9");
-    assert_eq!(hash(&BASE.replace("vmc-tap0", "other-tap"), "linux-6.9"), base, "TAP name");
-    assert_eq!(hash(&BASE.replace("guest/vmlinuz", "/boot/other"), "linux-6.9"), base, "kernel path");
-    assert_eq!(hash(&BASE.replace("console=ttyS0", "quiet"), "linux-6.9"), base, "kernel command line");
+    assert_eq!(
+        hash(&BASE.replace("vmc-tap0", "other-tap"), "linux-6.9"),
+        base,
+        "TAP name"
+    );
+    assert_eq!(
+        hash(&BASE.replace("guest/vmlinuz", "/boot/other"), "linux-6.9"),
+        base,
+        "kernel path"
+    );
+    assert_eq!(
+        hash(&BASE.replace("console=ttyS0", "quiet"), "linux-6.9"),
+        base,
+        "kernel command line"
+    );
     // With an explicit MAC, the VM's name is not guest-visible.
     assert_eq!(hash(&BASE.replace("web-1", "web-2"), "linux-6.9"), base, "VM name");
     // Platforms that give the same values give the same hash.
@@ -89,7 +104,9 @@ fn writing_any_default_explicitly_leaves_the_hash_alone() {
 fn other_value(kind: ValueKind, current: Value) -> Option<Value> {
     match (kind, current) {
         (ValueKind::Bool, Value::Bool(b)) => Some(Value::Bool(!b)),
-        (ValueKind::Integer { min, .. }, Value::Integer(n)) => Some(Value::Integer(if n == min { min + 1 } else { min })),
+        (ValueKind::Integer { min, .. }, Value::Integer(n)) => {
+            Some(Value::Integer(if n == min { min + 1 } else { min }))
+        }
         (ValueKind::QueueSize { min, max }, Value::Integer(n)) => {
             let next = if n * 2 <= max { n * 2 } else { n / 2 };
             (next >= min && next != n).then_some(Value::Integer(next))
@@ -110,14 +127,21 @@ fn changing_any_one_property_changes_the_hash_or_is_refused_with_a_reason() {
     for (p, current) in &doc.abi.devices[0].properties {
         let Some(other) = other_value(p.kind, *current) else {
             // Only a property with a single allowed value may have no alternative.
-            assert!(matches!(p.kind, ValueKind::QueueSize { min, max } if min == max), "{} has no other value", p.name);
+            assert!(
+                matches!(p.kind, ValueKind::QueueSize { min, max } if min == max),
+                "{} has no other value",
+                p.name
+            );
             continue;
         };
         let spec = if p.name == "mac" {
-            BASE.replace("52:54:00:12:34:56", &schema::format_mac(match &other {
-                Value::Mac(m) => m,
-                _ => unreachable!(),
-            }))
+            BASE.replace(
+                "52:54:00:12:34:56",
+                &schema::format_mac(match &other {
+                    Value::Mac(m) => m,
+                    _ => unreachable!(),
+                }),
+            )
         } else {
             with_net_line(&format!("{} {other}", p.name))
         };
@@ -130,9 +154,18 @@ fn changing_any_one_property_changes_the_hash_or_is_refused_with_a_reason() {
                 // Refusals are explained: unimplemented features, and turning on a
                 // feature whose requirement is off by default.
                 let ok = problems.has("vmc::spec::not-implemented") || problems.has("vmc::spec::dependency");
-                assert!(ok, "{} {other}: unexpected refusal\n{}", p.name, support::render(&problems));
+                assert!(
+                    ok,
+                    "{} {other}: unexpected refusal\n{}",
+                    p.name,
+                    support::render(&problems)
+                );
                 if problems.has("vmc::spec::not-implemented") {
-                    assert!(matches!(p.support, Support::NotImplemented(_)), "{} is implemented", p.name);
+                    assert!(
+                        matches!(p.support, Support::NotImplemented(_)),
+                        "{} is implemented",
+                        p.name
+                    );
                 }
             }
         }
@@ -159,7 +192,10 @@ fn changing_machine_cpu_or_memory_changes_the_hash() {
     }
     // Without an explicit MAC the name feeds the derived MAC, so it is guest-visible.
     let no_mac = BASE.replace("        mac \"52:54:00:12:34:56\"\n", "");
-    assert_ne!(hash(&no_mac, "linux-6.9"), hash(&no_mac.replace("web-1", "web-2"), "linux-6.9"));
+    assert_ne!(
+        hash(&no_mac, "linux-6.9"),
+        hash(&no_mac.replace("web-1", "web-2"), "linux-6.9")
+    );
     // The platform decides USO, so 5.15 and 6.9 differ.
     assert_ne!(hash(BASE, "linux-5.15"), base);
 }
@@ -184,7 +220,10 @@ fn the_hash_is_blake3_of_the_documented_canonical_json() {
     vmc_compiler::canonical::write(&wrapped, &mut canonical);
     assert!(canonical.starts_with("{\"abi\":{\"cpu\":{\"count\":2,"), "{canonical}");
     assert!(!canonical.contains(' ') && !canonical.contains('\n'));
-    assert_eq!(doc.hash, format!("blake3:{}", blake3::hash(canonical.as_bytes()).to_hex()));
+    assert_eq!(
+        doc.hash,
+        format!("blake3:{}", blake3::hash(canonical.as_bytes()).to_hex())
+    );
 }
 
 #[test]

@@ -30,7 +30,16 @@ fn probe_prints_a_platform_document_of_this_host() {
     let spec = s.write("small.kdl", V1_SPEC);
     let dir = s.path("platforms").display().to_string();
     let out = s.path("small.abi").display().to_string();
-    let o = vmc(&["compile", &spec, "--platform-path", &dir, "--platform", "this-host", "-o", &out]);
+    let o = vmc(&[
+        "compile",
+        &spec,
+        "--platform-path",
+        &dir,
+        "--platform",
+        "this-host",
+        "-o",
+        &out,
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = vmc(&["explain", &out, "host-uso"]);
     assert!(stdout(&o).contains("from platform this-host"), "{}", stdout(&o));
@@ -49,8 +58,17 @@ fn platforms_host_says_which_platforms_this_host_supports() {
     }
     let s = Scratch::new("platforms-host");
     // A platform no host has: it must be reported unsupported, with what is missing.
-    s.write("future.kdl", "platform \"future\" { inherits \"linux-6.12\"; kernel \"9.0\"; kvm-capabilities \"time-travel\" }\n");
-    let o = vmc(&["platforms", "--host", "--json", "--platform-path", &s.0.display().to_string()]);
+    s.write(
+        "future.kdl",
+        "platform \"future\" { inherits \"linux-6.12\"; kernel \"9.0\"; kvm-capabilities \"time-travel\" }\n",
+    );
+    let o = vmc(&[
+        "platforms",
+        "--host",
+        "--json",
+        "--platform-path",
+        &s.0.display().to_string(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     let find = |n: &str| v.as_array().unwrap().iter().find(|p| p["name"] == n).cloned().unwrap();
@@ -69,7 +87,11 @@ fn compile_without_a_platform_uses_the_newest_this_host_supports() {
     let spec = s.write("small.kdl", V1_SPEC);
     let o = vmc(&["compile", &spec]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("no --platform given: compiling for `linux-6.12`"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no --platform given: compiling for `linux-6.12`"),
+        "{}",
+        stderr(&o)
+    );
     let abi = std::fs::read_to_string(s.path("small.abi")).unwrap();
     assert!(abi.contains("platform \"linux-6.12\""));
 }

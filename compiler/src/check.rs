@@ -81,7 +81,7 @@ pub fn shortfalls(doc: &AbiDocument, host: &Platform) -> Vec<Shortfall> {
             });
         }
     }
-    out.sort_by(|a, b| a.group.cmp(&b.group));
+    out.sort_by_key(|s| s.group);
     out
 }
 
@@ -127,7 +127,11 @@ pub fn render(shortfalls: &[Shortfall], host: &str) -> String {
             "{host} lacks {} {group} capabilit{}: {}\n",
             items.len(),
             if items.len() == 1 { "y" } else { "ies" },
-            items.iter().map(|s| s.capability.as_str()).collect::<Vec<_>>().join(", ")
+            items
+                .iter()
+                .map(|s| s.capability.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         for s in items {
             out += &format!("    {:24} needed by {}\n", s.capability, s.needed_by.join(", "));
@@ -167,7 +171,13 @@ mod tests {
         let d = doc("vm \"a\" { cpu-model \"x86-64-v4\"; net \"n\" }", "linux-6.9");
         let v3: Vec<&str> = crate::cpu::expand(crate::cpu::model("x86-64-v3").unwrap());
         let old = host(
-            &[TapOffload::Csum, TapOffload::Tso4, TapOffload::Tso6, TapOffload::TsoEcn, TapOffload::Ufo],
+            &[
+                TapOffload::Csum,
+                TapOffload::Tso4,
+                TapOffload::Tso6,
+                TapOffload::TsoEcn,
+                TapOffload::Ufo,
+            ],
             &v3,
             &["user-memory"],
         );
@@ -187,7 +197,10 @@ mod tests {
             ]
         );
         let uso = s.iter().find(|s| s.capability.starts_with("uso4")).unwrap();
-        assert_eq!(uso.needed_by, ["devices.n.guest-uso4", "devices.n.guest-uso6", "devices.n.host-uso"]);
+        assert_eq!(
+            uso.needed_by,
+            ["devices.n.guest-uso4", "devices.n.guest-uso6", "devices.n.host-uso"]
+        );
         let text = render(&s, "this host");
         assert!(text.contains("this host lacks 5 CPU capabilities: avx512bw, avx512cd, avx512dq, avx512f, avx512vl"));
         assert!(text.contains("needed by cpu.model x86-64-v4"));

@@ -25,7 +25,10 @@ pub fn diff(a: &AbiDocument, b: &AbiDocument) -> Vec<Difference> {
             .map(|(_, v)| (v.clone(), doc.origins.get(path).cloned()))
     };
     let mut out = Vec::new();
-    for (path, _) in va.iter().chain(vb.iter().filter(|(p, _)| !va.iter().any(|(q, _)| q == p))) {
+    for (path, _) in va
+        .iter()
+        .chain(vb.iter().filter(|(p, _)| !va.iter().any(|(q, _)| q == p)))
+    {
         let (x, y) = (side(a, &va, path), side(b, &vb, path));
         if x.as_ref().map(|s| &s.0) != y.as_ref().map(|s| &s.0) {
             out.push(Difference {
@@ -61,8 +64,16 @@ impl Difference {
                 let n = u32::try_from(*b).ok().and_then(feature_name).unwrap_or("?");
                 format!("{b} {n}")
             };
-            let added: Vec<String> = y.iter().filter(|b| !x.contains(b)).map(|b| format!("+{}", name(b))).collect();
-            let removed: Vec<String> = x.iter().filter(|b| !y.contains(b)).map(|b| format!("-{}", name(b))).collect();
+            let added: Vec<String> = y
+                .iter()
+                .filter(|b| !x.contains(b))
+                .map(|b| format!("+{}", name(b)))
+                .collect();
+            let removed: Vec<String> = x
+                .iter()
+                .filter(|b| !y.contains(b))
+                .map(|b| format!("-{}", name(b)))
+                .collect();
             let changes: Vec<String> = removed.into_iter().chain(added).collect();
             return format!("{}: {}", self.path, changes.join(", "));
         }

@@ -203,7 +203,12 @@ impl Abi {
             DEVICE_FIELDS
                 .iter()
                 .position(|f| *f == field)
-                .or_else(|| schema::VIRTIO_NET.iter().position(|p| p.name == field).map(|i| i + DEVICE_FIELDS.len()))
+                .or_else(|| {
+                    schema::VIRTIO_NET
+                        .iter()
+                        .position(|p| p.name == field)
+                        .map(|i| i + DEVICE_FIELDS.len())
+                })
                 .unwrap_or(usize::MAX)
         };
         let (head, mut devices): (Vec<_>, Vec<_>) = out.into_iter().partition(|(p, _)| !p.starts_with("devices."));
@@ -271,11 +276,7 @@ impl AbiDocument {
 
     /// `vmc show --json`.
     pub fn to_json(&self) -> Json {
-        let origins: Map<String, Json> = self
-            .origins
-            .iter()
-            .map(|(k, o)| (k.clone(), origin_json(o)))
-            .collect();
+        let origins: Map<String, Json> = self.origins.iter().map(|(k, o)| (k.clone(), origin_json(o))).collect();
         json!({
             "format": FORMAT,
             "hash": self.hash,
@@ -329,7 +330,12 @@ impl AbiDocument {
         }
         w += "}\n";
         w += "requires {\n";
-        let offloads: Vec<String> = self.requires.tap_offloads.iter().map(|o| o.name().to_string()).collect();
+        let offloads: Vec<String> = self
+            .requires
+            .tap_offloads
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
         if !offloads.is_empty() {
             w += &format!("    tap-offloads {}\n", list(&offloads));
         }
@@ -340,7 +346,11 @@ impl AbiDocument {
         w += "}\n";
         w += "host {\n";
         w += &format!("    name {}\n", quote(&self.host.name));
-        for (key, value) in [("kernel", &self.host.kernel), ("initrd", &self.host.initrd), ("cmdline", &self.host.cmdline)] {
+        for (key, value) in [
+            ("kernel", &self.host.kernel),
+            ("initrd", &self.host.initrd),
+            ("cmdline", &self.host.cmdline),
+        ] {
             if let Some(v) = value {
                 w += &format!("    {key} {}\n", quote(v));
             }
@@ -408,7 +418,9 @@ fn list(items: &[String]) -> String {
 
 fn origin_kdl(o: &Origin) -> String {
     match o {
-        Origin::Spec { file, line, column } => format!("spec={} line={line} column={column}", quote(file)),
+        Origin::Spec { file, line, column } => {
+            format!("spec={} line={line} column={column}", quote(file))
+        }
         Origin::MachineType(m) => format!("machine-type={}", quote(m)),
         Origin::Platform(p) => format!("platform={}", quote(p)),
         Origin::Derived(from) => format!("derived={}", quote(from)),
@@ -417,7 +429,9 @@ fn origin_kdl(o: &Origin) -> String {
 
 fn origin_json(o: &Origin) -> Json {
     match o {
-        Origin::Spec { file, line, column } => json!({"kind": "spec", "file": file, "line": line, "column": column}),
+        Origin::Spec { file, line, column } => {
+            json!({"kind": "spec", "file": file, "line": line, "column": column})
+        }
         Origin::MachineType(m) => json!({"kind": "machine-type", "name": m}),
         Origin::Platform(p) => json!({"kind": "platform", "name": p}),
         Origin::Derived(from) => json!({"kind": "derived", "from": from}),
@@ -447,9 +461,12 @@ impl<'a> DocReader<'a> {
 
     fn unknown(&mut self, r: &NodeReader<'_>, block: &str) {
         self.problems.push(
-            r.problem("vmc::abi::unknown-node", format!("unknown node `{}` in `{block}`", r.name()))
-                .label("unknown")
-                .help("the document was edited, or written by another vmc version"),
+            r.problem(
+                "vmc::abi::unknown-node",
+                format!("unknown node `{}` in `{block}`", r.name()),
+            )
+            .label("unknown")
+            .help("the document was edited, or written by another vmc version"),
         );
     }
 
@@ -480,7 +497,10 @@ impl<'a> DocReader<'a> {
                 self.problems.push(
                     Problem::new(
                         "vmc::abi::format",
-                        format!("ABI document format {} is not supported (this vmc reads format {FORMAT})", f.value),
+                        format!(
+                            "ABI document format {} is not supported (this vmc reads format {FORMAT})",
+                            f.value
+                        ),
                     )
                     .at(src, f.span)
                     .label("unsupported format")
@@ -491,8 +511,11 @@ impl<'a> DocReader<'a> {
             Some(_) => {}
             None => {
                 self.problems.push(
-                    Problem::new("vmc::abi::missing", format!("{} has no `format` node: is it an ABI document?", src.name()))
-                        .help("ABI documents are written by `vmc compile`"),
+                    Problem::new(
+                        "vmc::abi::missing",
+                        format!("{} has no `format` node: is it an ABI document?", src.name()),
+                    )
+                    .help("ABI documents are written by `vmc compile`"),
                 );
                 return None;
             }
@@ -502,7 +525,10 @@ impl<'a> DocReader<'a> {
                 self.problems.push(
                     Problem::new(
                         "vmc::abi::missing",
-                        format!("{} lacks one of `hash`, `platform`, `abi`, `host`: it is truncated or not an ABI document", src.name()),
+                        format!(
+                            "{} lacks one of `hash`, `platform`, `abi`, `host`: it is truncated or not an ABI document",
+                            src.name()
+                        ),
                     )
                     .help("compile the spec again"),
                 );
@@ -520,13 +546,18 @@ impl<'a> DocReader<'a> {
         };
         if let Some((path, _)) = doc.abi.values().into_iter().find(|(p, _)| !doc.origins.contains_key(p)) {
             self.problems.push(
-                Problem::new("vmc::abi::missing", format!("{} has no origin for `{path}`: it is truncated or edited", src.name()))
-                    .help("compile the spec again"),
+                Problem::new(
+                    "vmc::abi::missing",
+                    format!("{} has no origin for `{path}`: it is truncated or edited", src.name()),
+                )
+                .help("compile the spec again"),
             );
         }
         if requires.is_none() {
-            self.problems
-                .push(Problem::new("vmc::abi::missing", format!("{} lacks `requires`", src.name())).help("compile the spec again"));
+            self.problems.push(
+                Problem::new("vmc::abi::missing", format!("{} lacks `requires`", src.name()))
+                    .help("compile the spec again"),
+            );
         }
         Some((hash, requires, doc))
     }
@@ -544,9 +575,14 @@ impl<'a> DocReader<'a> {
                         if machine::resolve(&m.value).is_some() {
                             Ok(m.value)
                         } else {
-                            Err(Problem::new("vmc::abi::machine", format!("unknown machine type `{}`", m.value))
-                                .at(self.source, m.span)
-                                .help(format!("this vmc knows: {}", machine::names().collect::<Vec<_>>().join(", "))))
+                            Err(
+                                Problem::new("vmc::abi::machine", format!("unknown machine type `{}`", m.value))
+                                    .at(self.source, m.span)
+                                    .help(format!(
+                                        "this vmc knows: {}",
+                                        machine::names().collect::<Vec<_>>().join(", ")
+                                    )),
+                            )
                         }
                     }))
                 }
@@ -560,7 +596,11 @@ impl<'a> DocReader<'a> {
                 _ => self.unknown(&c, "abi"),
             }
         }
-        for (present, what) in [(machine.is_some(), "abi.machine"), (cpu.is_some(), "abi.cpu"), (memory.is_some(), "abi.memory")] {
+        for (present, what) in [
+            (machine.is_some(), "abi.machine"),
+            (cpu.is_some(), "abi.cpu"),
+            (memory.is_some(), "abi.memory"),
+        ] {
             if !present {
                 self.missing(r, what);
             }
@@ -615,7 +655,11 @@ impl<'a> DocReader<'a> {
                 _ => self.unknown(&c, "cpu"),
             }
         }
-        for (present, what) in [(model.is_some(), "cpu.model"), (count.is_some(), "cpu.count"), (features.is_some(), "cpu.features")] {
+        for (present, what) in [
+            (model.is_some(), "cpu.model"),
+            (count.is_some(), "cpu.count"),
+            (features.is_some(), "cpu.features"),
+        ] {
             if !present {
                 self.missing(r, what);
             }
@@ -636,13 +680,20 @@ impl<'a> DocReader<'a> {
             let c = NodeReader::new(self.source, child);
             match c.name() {
                 "kind" | "transport" => {
-                    let expected = if c.name() == "kind" { NetDevice::KIND } else { NetDevice::TRANSPORT };
+                    let expected = if c.name() == "kind" {
+                        NetDevice::KIND
+                    } else {
+                        NetDevice::TRANSPORT
+                    };
                     if let Some(v) = self.problems.ok(c.string()) {
                         if v.value != expected {
                             self.problems.push(
-                                Problem::new("vmc::abi::value", format!("unsupported device {} `{}`", c.name(), v.value))
-                                    .at(self.source, v.span)
-                                    .help(format!("this vmc knows `{expected}` only")),
+                                Problem::new(
+                                    "vmc::abi::value",
+                                    format!("unsupported device {} `{}`", c.name(), v.value),
+                                )
+                                .at(self.source, v.span)
+                                .help(format!("this vmc knows `{expected}` only")),
                             );
                         }
                     }
@@ -654,7 +705,10 @@ impl<'a> DocReader<'a> {
                     }
                 }
                 "device-features" => {
-                    features = self.problems.ok(c.unsigneds()).map(|v| v.into_iter().map(|b| b.value).collect::<Vec<u64>>())
+                    features = self
+                        .problems
+                        .ok(c.unsigneds())
+                        .map(|v| v.into_iter().map(|b| b.value).collect::<Vec<u64>>())
                 }
                 name => {
                     let Some(p) = schema::property(name) else {
@@ -694,15 +748,22 @@ impl<'a> DocReader<'a> {
         let derived = schema::device_features(&properties);
         if features != derived.iter().map(|&b| u64::from(b)).collect::<Vec<_>>() {
             self.problems.push(
-                r.problem("vmc::abi::value", format!("`devices.{id}.device-features` does not match the device's properties"))
-                    .help(format!("the properties offer {}", derived.iter().map(u32::to_string).collect::<Vec<_>>().join(" "))),
+                r.problem(
+                    "vmc::abi::value",
+                    format!("`devices.{id}.device-features` does not match the device's properties"),
+                )
+                .help(format!(
+                    "the properties offer {}",
+                    derived.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
+                )),
             );
             return None;
         }
         let irq = match u32::try_from(fields["irq"]) {
             Ok(irq) => irq,
             Err(_) => {
-                self.problems.push(r.problem("vmc::abi::value", format!("`devices.{id}.irq` is out of range")));
+                self.problems
+                    .push(r.problem("vmc::abi::value", format!("`devices.{id}.irq` is out of range")));
                 return None;
             }
         };
@@ -729,7 +790,8 @@ impl<'a> DocReader<'a> {
                                 req.tap_offloads.insert(o);
                             }
                             None => self.problems.push(
-                                Problem::new("vmc::abi::value", format!("unknown TAP offload `{}`", s.value)).at(self.source, s.span),
+                                Problem::new("vmc::abi::value", format!("unknown TAP offload `{}`", s.value))
+                                    .at(self.source, s.span),
                             ),
                         }
                     }
@@ -781,18 +843,25 @@ impl<'a> DocReader<'a> {
                 continue;
             }
             let Some(path) = c.node.entries().first().filter(|e| e.name().is_none()) else {
-                self.problems.push(c.problem("vmc::abi::value", "`origin` needs a value path"));
+                self.problems
+                    .push(c.problem("vmc::abi::value", "`origin` needs a value path"));
                 continue;
             };
-            let Some(path) = self.problems.ok(c.string_of(path)) else { continue };
+            let Some(path) = self.problems.ok(c.string_of(path)) else {
+                continue;
+            };
             let text = |key: &str| -> Option<String> {
                 c.property(key).and_then(|e| e.value().as_string()).map(str::to_string)
             };
             let number = |key: &str| -> Option<usize> {
-                c.property(key).and_then(|e| e.value().as_integer()).and_then(|n| usize::try_from(n).ok())
+                c.property(key)
+                    .and_then(|e| e.value().as_integer())
+                    .and_then(|n| usize::try_from(n).ok())
             };
             let origin = if let Some(file) = text("spec") {
-                number("line").zip(number("column")).map(|(line, column)| Origin::Spec { file, line, column })
+                number("line")
+                    .zip(number("column"))
+                    .map(|(line, column)| Origin::Spec { file, line, column })
             } else if let Some(m) = text("machine-type") {
                 Some(Origin::MachineType(m))
             } else if let Some(p) = text("platform") {
@@ -804,9 +873,10 @@ impl<'a> DocReader<'a> {
                 Some(o) => {
                     out.insert(path.value, o);
                 }
-                None => self.problems.push(
-                    c.problem("vmc::abi::value", "`origin` needs spec=… line=… column=…, machine-type=…, platform=… or derived=…"),
-                ),
+                None => self.problems.push(c.problem(
+                    "vmc::abi::value",
+                    "`origin` needs spec=… line=… column=…, machine-type=…, platform=… or derived=…",
+                )),
             }
         }
         out
@@ -815,8 +885,10 @@ impl<'a> DocReader<'a> {
 
 /// Reads one property value from an ABI document, checked as in a spec.
 fn read_value(c: &NodeReader<'_>, p: &'static Property) -> Result<Value, Problem> {
-    crate::spec::property_value(c, p).map(|v| v.value).map_err(|mut problem| {
-        problem.code = "vmc::abi::value";
-        problem
-    })
+    crate::spec::property_value(c, p)
+        .map(|v| v.value)
+        .map_err(|mut problem| {
+            problem.code = "vmc::abi::value";
+            problem
+        })
 }

@@ -69,7 +69,7 @@ impl<'a> Expander<'a> {
         &self.spec.source
     }
 
-    fn from_spec<T: Clone>(&self, s: &Spanned<T>) -> Sourced<T> {
+    fn spec_value<T: Clone>(&self, s: &Spanned<T>) -> Sourced<T> {
         let (line, column) = self.source().line_column(s.span.offset());
         Sourced {
             value: s.value.clone(),
@@ -82,7 +82,7 @@ impl<'a> Expander<'a> {
         }
     }
 
-    fn from_machine<T>(&self, value: T, m: &MachineType) -> Sourced<T> {
+    fn machine_value<T>(&self, value: T, m: &MachineType) -> Sourced<T> {
         Sourced {
             value,
             origin: Origin::MachineType(m.name.to_string()),
@@ -124,20 +124,28 @@ impl<'a> Expander<'a> {
             memory,
             devices,
         };
-        Ok(AbiDocument::new(self.input.platform.name.clone(), abi, host, self.origins))
+        Ok(AbiDocument::new(
+            self.input.platform.name.clone(),
+            abi,
+            host,
+            self.origins,
+        ))
     }
 
     fn machine(&mut self) -> Option<MachineType> {
         let chosen = match &self.spec.machine {
             Some(name) => match machine::resolve(&name.value) {
-                Some(m) => self.from_spec(&Spanned::new(m, name.span)),
+                Some(m) => self.spec_value(&Spanned::new(m, name.span)),
                 None => {
                     let known: Vec<&str> = machine::names().collect();
                     self.problems.push(
-                        Problem::new("vmc::spec::unknown-machine", format!("unknown machine type `{}`", name.value))
-                            .at(self.source(), name.span)
-                            .label("unknown machine type")
-                            .help(known_help(&name.value, &known, "machine types")),
+                        Problem::new(
+                            "vmc::spec::unknown-machine",
+                            format!("unknown machine type `{}`", name.value),
+                        )
+                        .at(self.source(), name.span)
+                        .label("unknown machine type")
+                        .help(known_help(&name.value, &known, "machine types")),
                     );
                     return None;
                 }
@@ -153,34 +161,44 @@ impl<'a> Expander<'a> {
 
     fn cpu(&mut self, m: &MachineType) -> Option<CpuAbi> {
         let count = match &self.spec.cpus {
-            Some(c) => self.from_spec(c),
-            None => self.from_machine(m.cpus, m),
+            Some(c) => self.spec_value(c),
+            None => self.machine_value(m.cpus, m),
         };
         if !(1..=MAX_CPUS).contains(&count.value) {
             self.problems.push(
-                Problem::new("vmc::spec::range", format!("`cpus` is {}; a VM has 1 to {MAX_CPUS} vCPUs", count.value))
-                    .at(self.source(), count.span.unwrap_or(SourceSpan::from(0)))
-                    .label("out of range"),
+                Problem::new(
+                    "vmc::spec::range",
+                    format!("`cpus` is {}; a VM has 1 to {MAX_CPUS} vCPUs", count.value),
+                )
+                .at(self.source(), count.span.unwrap_or(SourceSpan::from(0)))
+                .label("out of range"),
             );
         }
         let count = self.record("cpu.count", count);
         let model_name = match &self.spec.cpu_model {
-            Some(c) => self.from_spec(c),
-            None => self.from_machine(m.cpu_model.to_string(), m),
+            Some(c) => self.spec_value(c),
+            None => self.machine_value(m.cpu_model.to_string(), m),
         };
         let Some(model) = cpu::model(&model_name.value) else {
             let known: Vec<&str> = cpu::MODELS.iter().map(|m| m.name).collect();
             self.problems.push(
-                Problem::new("vmc::spec::unknown-cpu-model", format!("unknown CPU model `{}`", model_name.value))
-                    .at(self.source(), model_name.span.unwrap_or(SourceSpan::from(0)))
-                    .label("unknown CPU model")
-                    .help(known_help(&model_name.value, &known, "CPU models")),
+                Problem::new(
+                    "vmc::spec::unknown-cpu-model",
+                    format!("unknown CPU model `{}`", model_name.value),
+                )
+                .at(self.source(), model_name.span.unwrap_or(SourceSpan::from(0)))
+                .label("unknown CPU model")
+                .help(known_help(&model_name.value, &known, "CPU models")),
             );
             return None;
         };
         let features: Vec<String> = cpu::expand(model).into_iter().map(str::to_string).collect();
         if let Some(available) = &self.input.platform.cpu_features {
-            let missing: Vec<&str> = features.iter().filter(|f| !available.contains(*f)).map(String::as_str).collect();
+            let missing: Vec<&str> = features
+                .iter()
+                .filter(|f| !available.contains(*f))
+                .map(String::as_str)
+                .collect();
             if !missing.is_empty() {
                 let mut p = Problem::new(
                     "vmc::platform::missing-cpu-features",
@@ -214,11 +232,14 @@ impl<'a> Expander<'a> {
 
     fn memory(&mut self, m: &MachineType) -> Option<u64> {
         let memory = match &self.spec.memory {
-            Some(c) => self.from_spec(c),
-            None => self.from_machine(m.memory, m),
+            Some(c) => self.spec_value(c),
+            None => self.machine_value(m.memory, m),
         };
         let why = if memory.value < MIN_MEMORY {
-            Some(format!("{} bytes is too little: a VM needs at least 2 MiB", memory.value))
+            Some(format!(
+                "{} bytes is too little: a VM needs at least 2 MiB",
+                memory.value
+            ))
         } else if memory.value > MAX_MEMORY {
             Some(format!("{} bytes is more than vmc supports (1 TiB)", memory.value))
         } else if memory.value % PAGE_SIZE != 0 {
@@ -247,19 +268,30 @@ impl<'a> Expander<'a> {
             self.problems.push(
                 Problem::new(
                     "vmc::spec::too-many-devices",
-                    format!("machine type {} has {} virtio-mmio slots; device `{id}` would be number {}", m.name, m.mmio.slots, index + 1),
+                    format!(
+                        "machine type {} has {} virtio-mmio slots; device `{id}` would be number {}",
+                        m.name,
+                        m.mmio.slots,
+                        index + 1
+                    ),
                 )
                 .at(self.source(), net.id.span)
                 .label("no slot left"),
             );
             return None;
         };
-        let placement = Origin::Derived(format!("device order (device {} of machine type {})", index + 1, m.name));
+        let placement = Origin::Derived(format!(
+            "device order (device {} of machine type {})",
+            index + 1,
+            m.name
+        ));
         self.origins.insert(path("mmio-base"), placement.clone());
         self.origins.insert(path("irq"), placement);
-        self.origins.insert(path("kind"), Origin::Derived("the `net` node".to_string()));
+        self.origins
+            .insert(path("kind"), Origin::Derived("the `net` node".to_string()));
         for field in ["transport", "mmio-size"] {
-            self.origins.insert(path(field), Origin::MachineType(m.name.to_string()));
+            self.origins
+                .insert(path(field), Origin::MachineType(m.name.to_string()));
         }
 
         let platform = self.input.platform;
@@ -267,8 +299,8 @@ impl<'a> Expander<'a> {
         for (p, default) in &m.net {
             let set = net.properties.iter().find(|(sp, _)| sp.name == p.name);
             let sourced = match (set, default) {
-                (Some((_, v)), _) => self.from_spec(v),
-                (None, Default::Fixed(v)) => self.from_machine(*v, m),
+                (Some((_, v)), _) => self.spec_value(v),
+                (None, Default::Fixed(v)) => self.machine_value(*v, m),
                 (None, Default::Platform) => Sourced {
                     value: Value::Bool(p.platform_default.is_some_and(|o| platform.has_offloads(o))),
                     origin: Origin::Platform(platform.name.clone()),
@@ -326,7 +358,10 @@ impl<'a> Expander<'a> {
                     "vmc::spec::not-implemented",
                     format!("`{}` cannot be turned on: {why}", p.name),
                 )
-                .help(format!("remove `{}` from device `{}` (it stays off)", p.name, net.id.value));
+                .help(format!(
+                    "remove `{}` from device `{}` (it stays off)",
+                    p.name, net.id.value
+                ));
                 if let Some(span) = s.span {
                     problem = problem.at(self.source(), span).label("not implemented");
                 }
@@ -345,7 +380,10 @@ impl<'a> Expander<'a> {
                     continue;
                 }
                 if let Some(missing) = unmet(p, values) {
-                    let cause = values.iter().find(|(q, _)| q.name == missing[0]).map(|(_, s)| s.origin.to_string());
+                    let cause = values
+                        .iter()
+                        .find(|(q, _)| q.name == missing[0])
+                        .map(|(_, s)| s.origin.to_string());
                     values[i].1 = Sourced {
                         value: Value::Bool(false),
                         origin: Origin::Derived(format!(
@@ -370,7 +408,9 @@ impl<'a> Expander<'a> {
             if !s.value.is_on() {
                 continue;
             }
-            let Some(missing) = unmet(p, values) else { continue };
+            let Some(missing) = unmet(p, values) else {
+                continue;
+            };
             let span = s.span.unwrap_or(net.span);
             self.problems.push(
                 Problem::new(
@@ -396,7 +436,11 @@ impl<'a> Expander<'a> {
             if !s.value.is_on() || platform.has_offloads(p.tap_offloads) {
                 continue;
             }
-            let missing: Vec<_> = p.tap_offloads.iter().filter(|o| !platform.tap_offloads.contains(o)).collect();
+            let missing: Vec<_> = p
+                .tap_offloads
+                .iter()
+                .filter(|o| !platform.tap_offloads.contains(o))
+                .collect();
             let names = missing.iter().map(|o| o.name()).collect::<Vec<_>>().join("+");
             let flags = missing.iter().map(|o| o.flag()).collect::<Vec<_>>().join("|");
             let first = self.input.registry.first_builtin_with(p.tap_offloads);
@@ -432,11 +476,21 @@ impl<'a> Expander<'a> {
     fn unique_macs_and_taps(&mut self, devices: &[NetDevice], taps: &[(String, String)]) {
         for (i, d) in devices.iter().enumerate() {
             if let Some(other) = devices[..i].iter().find(|o| o.mac() == d.mac()) {
-                let net = &self.spec.nets.iter().find(|n| n.id.value == d.id).expect("device from spec");
+                let net = &self
+                    .spec
+                    .nets
+                    .iter()
+                    .find(|n| n.id.value == d.id)
+                    .expect("device from spec");
                 self.problems.push(
                     Problem::new(
                         "vmc::spec::duplicate-mac",
-                        format!("devices `{}` and `{}` have the same MAC {}", other.id, d.id, schema::format_mac(&d.mac())),
+                        format!(
+                            "devices `{}` and `{}` have the same MAC {}",
+                            other.id,
+                            d.id,
+                            schema::format_mac(&d.mac())
+                        ),
                     )
                     .at(self.source(), net.span)
                     .help("give each device its own `mac`, or leave it out to derive one"),
@@ -445,7 +499,12 @@ impl<'a> Expander<'a> {
         }
         for (i, (id, tap)) in taps.iter().enumerate() {
             if let Some((other, _)) = taps[..i].iter().find(|(_, t)| t == tap) {
-                let net = self.spec.nets.iter().find(|n| &n.id.value == id).expect("device from spec");
+                let net = self
+                    .spec
+                    .nets
+                    .iter()
+                    .find(|n| &n.id.value == id)
+                    .expect("device from spec");
                 self.problems.push(
                     Problem::new(
                         "vmc::spec::duplicate-tap",

@@ -37,7 +37,10 @@ pub fn explain(doc: &AbiDocument, filter: Option<&str>) -> Result<String, Proble
     if let Some(p) = filter.and_then(|f| schema::property(f.rsplit('.').next().unwrap_or(f))) {
         out += &format!("\n{}: {}\n", p.name, p.doc);
         if let Some(bit) = p.feature_bit {
-            out += &format!("  virtio feature bit {bit} ({})\n", schema::feature_name(bit).unwrap_or("?"));
+            out += &format!(
+                "  virtio feature bit {bit} ({})\n",
+                schema::feature_name(bit).unwrap_or("?")
+            );
         }
         for group in p.requires {
             out += &format!("  requires {}\n", group.join(" or "));

@@ -82,8 +82,7 @@ pub fn parse(source: &SourceFile, what: &str) -> Result<KdlDocument, Problems> {
             })
             .collect();
         if problems.is_empty() {
-            Problem::new("vmc::kdl::syntax", format!("{} is not valid KDL 2.0", source.name()))
-                .into()
+            Problem::new("vmc::kdl::syntax", format!("{} is not valid KDL 2.0", source.name())).into()
         } else {
             Problems(problems)
         }
@@ -237,7 +236,10 @@ impl<'a> NodeReader<'a> {
         match entry.value() {
             KdlValue::String(s) => Ok(Spanned::new(s.clone(), entry.span())),
             other => Err(self
-                .entry_problem(entry, format!("`{}` expects a string, found {}", self.name(), kind_of(other)))
+                .entry_problem(
+                    entry,
+                    format!("`{}` expects a string, found {}", self.name(), kind_of(other)),
+                )
                 .label("not a string")),
         }
     }
@@ -265,7 +267,10 @@ impl<'a> NodeReader<'a> {
                 .label("out of range")
             }),
             other => Err(self
-                .entry_problem(entry, format!("`{}` expects an integer, found {}", self.name(), kind_of(other)))
+                .entry_problem(
+                    entry,
+                    format!("`{}` expects an integer, found {}", self.name(), kind_of(other)),
+                )
                 .label("not an integer")),
         }
     }
@@ -284,7 +289,10 @@ impl<'a> NodeReader<'a> {
         match entry.value() {
             KdlValue::Bool(b) => Ok(Spanned::new(*b, entry.span())),
             other => Err(self
-                .entry_problem(entry, format!("`{}` expects #true or #false, found {}", self.name(), kind_of(other)))
+                .entry_problem(
+                    entry,
+                    format!("`{}` expects #true or #false, found {}", self.name(), kind_of(other)),
+                )
                 .label("not a boolean")),
         }
     }
@@ -301,7 +309,10 @@ impl<'a> NodeReader<'a> {
     pub fn no_children(&self) -> Result<(), Problem> {
         match self.node.children() {
             Some(_) => Err(self
-                .problem("vmc::kdl::children", format!("`{}` takes no `{{ ... }}` block", self.name()))
+                .problem(
+                    "vmc::kdl::children",
+                    format!("`{}` takes no `{{ ... }}` block", self.name()),
+                )
                 .label("unexpected block")),
             None => Ok(()),
         }
@@ -335,7 +346,9 @@ pub fn quote(s: &str) -> String {
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
-            c if c.is_control() || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}') => {
+            c if c.is_control()
+                || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}') =>
+            {
                 out.push_str(&format!("\\u{{{:x}}}", c as u32))
             }
             c => out.push(c),
@@ -360,7 +373,16 @@ b #"{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{"#"##;
 
     #[test]
     fn quoted_strings_read_back_exactly() {
-        for text in ["plain", "with \"quotes\" and \\", "line\nbreak\ttab", "bell\u{7}", "é ü 中", "", "#true", "123"] {
+        for text in [
+            "plain",
+            "with \"quotes\" and \\",
+            "line\nbreak\ttab",
+            "bell\u{7}",
+            "é ü 中",
+            "",
+            "#true",
+            "123",
+        ] {
             let doc = kdl::KdlDocument::parse_v2(&format!("n {}", quote(text))).unwrap();
             assert_eq!(doc.nodes()[0].entries()[0].value().as_string(), Some(text), "{text:?}");
         }
@@ -368,8 +390,14 @@ b #"{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{"#"##;
 
     #[test]
     fn bad_bytes_are_refused_with_a_reason() {
-        assert_eq!(source_from_bytes("x", b"vm \"a\"\0").unwrap_err().code, "vmc::input::binary");
-        assert_eq!(source_from_bytes("x", b"vm \xff").unwrap_err().code, "vmc::input::not-utf8");
+        assert_eq!(
+            source_from_bytes("x", b"vm \"a\"\0").unwrap_err().code,
+            "vmc::input::binary"
+        );
+        assert_eq!(
+            source_from_bytes("x", b"vm \xff").unwrap_err().code,
+            "vmc::input::not-utf8"
+        );
         assert!(source_from_bytes("x", b"vm \"a\"").is_ok());
     }
 

@@ -227,14 +227,13 @@ impl PlatformRegistry {
     /// Looks a platform up, or says which ones exist.
     pub fn lookup(&self, name: &str) -> Result<&Platform, Problem> {
         self.get(name).ok_or_else(|| {
-            Problem::new("vmc::platform::unknown", format!("unknown platform `{name}`"))
-                .help(format!(
-                    "{}known platforms: {}",
-                    crate::diagnostic::did_you_mean(name, self.names())
-                        .map(|c| format!("did you mean `{c}`? "))
-                        .unwrap_or_default(),
-                    self.names().collect::<Vec<_>>().join(", ")
-                ))
+            Problem::new("vmc::platform::unknown", format!("unknown platform `{name}`")).help(format!(
+                "{}known platforms: {}",
+                crate::diagnostic::did_you_mean(name, self.names())
+                    .map(|c| format!("did you mean `{c}`? "))
+                    .unwrap_or_default(),
+                self.names().collect::<Vec<_>>().join(", ")
+            ))
         })
     }
 
@@ -257,11 +256,7 @@ impl PlatformRegistry {
     }
 }
 
-fn resolve(
-    name: &str,
-    decls: &BTreeMap<String, PlatformDecl>,
-    chain: &mut Vec<String>,
-) -> Result<Platform, Problem> {
+fn resolve(name: &str, decls: &BTreeMap<String, PlatformDecl>, chain: &mut Vec<String>) -> Result<Platform, Problem> {
     let decl = &decls[name];
     if chain.iter().any(|n| n == name) {
         chain.push(name.to_string());
@@ -380,9 +375,12 @@ fn parse_file(source: &SourceFile, origin: PlatformSource) -> Result<Vec<Platfor
                 }
             }
             other => problems.push(
-                r.problem("vmc::platform::unknown-node", format!("unknown node `{other}` in a platform document"))
-                    .label("unknown")
-                    .help("a platform document holds `format 1` and `platform \"NAME\" { ... }` nodes"),
+                r.problem(
+                    "vmc::platform::unknown-node",
+                    format!("unknown node `{other}` in a platform document"),
+                )
+                .label("unknown")
+                .help("a platform document holds `format 1` and `platform \"NAME\" { ... }` nodes"),
             ),
         }
     }
@@ -418,10 +416,13 @@ fn parse_platform(r: &NodeReader<'_>, origin: PlatformSource) -> Result<Platform
             "kernel" => {
                 let text = c.string()?;
                 let version = KernelVersion::parse(&text.value).ok_or_else(|| {
-                    Problem::new("vmc::platform::kernel", format!("`{}` is not a kernel version", text.value))
-                        .at(r.source, text.span)
-                        .label("expected MAJOR.MINOR")
-                        .help("write it as `kernel \"6.2\"`")
+                    Problem::new(
+                        "vmc::platform::kernel",
+                        format!("`{}` is not a kernel version", text.value),
+                    )
+                    .at(r.source, text.span)
+                    .label("expected MAJOR.MINOR")
+                    .help("write it as `kernel \"6.2\"`")
                 })?;
                 decl.kernel = Some(Spanned::new(version, text.span));
             }
@@ -441,8 +442,7 @@ fn parse_platform(r: &NodeReader<'_>, origin: PlatformSource) -> Result<Platform
                 }
             }
             "kvm-capabilities" => {
-                decl.kvm_capabilities
-                    .extend(c.strings()?.into_iter().map(|s| s.value));
+                decl.kvm_capabilities.extend(c.strings()?.into_iter().map(|s| s.value));
             }
             "cpu-features" => {
                 let mut features = Vec::new();
@@ -462,7 +462,10 @@ fn parse_platform(r: &NodeReader<'_>, origin: PlatformSource) -> Result<Platform
             }
             other => {
                 return Err(c
-                    .problem("vmc::platform::unknown-node", format!("unknown platform setting `{other}`"))
+                    .problem(
+                        "vmc::platform::unknown-node",
+                        format!("unknown platform setting `{other}`"),
+                    )
                     .label("unknown")
                     .suggest(other, PLATFORM_NODES.iter().copied()))
             }
@@ -481,10 +484,13 @@ fn check_platform_name(source: &SourceFile, name: &Spanned<String>) -> Result<()
     if ok {
         Ok(())
     } else {
-        Err(Problem::new("vmc::platform::name", format!("`{}` is not a valid platform name", name.value))
-            .at(source, name.span)
-            .label("invalid name")
-            .help("use 1 to 64 letters, digits, `-`, `.` or `_`, such as `linux-6.9` or `acme-9.4`"))
+        Err(Problem::new(
+            "vmc::platform::name",
+            format!("`{}` is not a valid platform name", name.value),
+        )
+        .at(source, name.span)
+        .label("invalid name")
+        .help("use 1 to 64 letters, digits, `-`, `.` or `_`, such as `linux-6.9` or `acme-9.4`"))
     }
 }
 
@@ -504,7 +510,10 @@ pub fn to_kdl(p: &Platform) -> String {
         );
     }
     if !p.kvm_capabilities.is_empty() {
-        out += &format!("    kvm-capabilities {}\n", list(p.kvm_capabilities.iter().cloned().collect()));
+        out += &format!(
+            "    kvm-capabilities {}\n",
+            list(p.kvm_capabilities.iter().cloned().collect())
+        );
     }
     if let Some(features) = &p.cpu_features {
         out += &format!("    cpu-features {}\n", list(features.iter().cloned().collect()));
@@ -520,7 +529,15 @@ mod tests {
     #[test]
     fn builtins_resolve_and_uso_arrives_in_6_2() {
         let reg = PlatformRegistry::builtin();
-        for name in ["linux-5.10", "linux-5.15", "linux-6.1", "linux-6.2", "linux-6.6", "linux-6.9", "linux-6.12"] {
+        for name in [
+            "linux-5.10",
+            "linux-5.15",
+            "linux-6.1",
+            "linux-6.2",
+            "linux-6.6",
+            "linux-6.9",
+            "linux-6.12",
+        ] {
             assert!(reg.get(name).is_some(), "{name} missing");
         }
         let uso = [TapOffload::Uso4, TapOffload::Uso6];
@@ -547,15 +564,27 @@ mod tests {
     #[test]
     fn bad_platform_files_are_problems() {
         let cases = [
-            ("platform \"a\" { inherits \"linux-9.99\" }", "vmc::platform::unknown-parent"),
-            ("platform \"a\" { inherits \"b\" }\nplatform \"b\" { inherits \"a\" }", "vmc::platform::cycle"),
+            (
+                "platform \"a\" { inherits \"linux-9.99\" }",
+                "vmc::platform::unknown-parent",
+            ),
+            (
+                "platform \"a\" { inherits \"b\" }\nplatform \"b\" { inherits \"a\" }",
+                "vmc::platform::cycle",
+            ),
             ("platform \"linux-6.2\" { kernel \"6.2\" }", "vmc::platform::duplicate"),
             ("platform \"a\" { kernel \"6.x\" }", "vmc::platform::kernel"),
-            ("platform \"a\" { kernel \"6.1\"; tap-offloads \"usoo\" }", "vmc::platform::offload"),
+            (
+                "platform \"a\" { kernel \"6.1\"; tap-offloads \"usoo\" }",
+                "vmc::platform::offload",
+            ),
             ("platform \"a\" { kernal \"6.1\" }", "vmc::platform::unknown-node"),
             ("platform \"a\" { }", "vmc::platform::no-kernel"),
             ("format 2\nplatform \"a\" { kernel \"6.1\" }", "vmc::platform::format"),
-            ("platform \"a\" { inherits \"linux-6.9\"; kernel \"5.4\" }", "vmc::platform::impossible"),
+            (
+                "platform \"a\" { inherits \"linux-6.9\"; kernel \"5.4\" }",
+                "vmc::platform::impossible",
+            ),
             ("platform \"a b\" { kernel \"6.1\" }", "vmc::platform::name"),
         ];
         for (text, code) in cases {

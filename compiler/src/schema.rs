@@ -16,11 +16,7 @@ pub enum ValueKind {
     /// `#true` / `#false`.
     Bool,
     /// An unsigned integer in `min..=max`; `0` is also allowed when `zero_means_off`.
-    Integer {
-        min: u64,
-        max: u64,
-        zero_means_off: bool,
-    },
+    Integer { min: u64, max: u64, zero_means_off: bool },
     /// A virtqueue size: a power of two in `min..=max`.
     QueueSize { min: u64, max: u64 },
     /// A unicast Ethernet address, `"52:54:00:12:34:56"`.
@@ -203,454 +199,342 @@ impl Property {
 use TapOffload as T;
 use Value::{Bool, Integer};
 
-const NOT_IMPL_CTRL: Support =
-    Support::NotImplemented("vmc's virtio-net has no control virtqueue");
-const NOT_IMPL_MQ: Support =
-    Support::NotImplemented("vmc's virtio-net has exactly one receive and one transmit queue");
+const NOT_IMPL_CTRL: Support = Support::NotImplemented("vmc's virtio-net has no control virtqueue");
+const NOT_IMPL_MQ: Support = Support::NotImplemented("vmc's virtio-net has exactly one receive and one transmit queue");
 const NOT_IMPL_LEGACY: Support = Support::NotImplemented(
     "a legacy (pre-virtio-1.0) feature bit; vmc devices are virtio 1.x only, where any descriptor layout is implied",
 );
 
+/// A boolean property offering one feature bit, implemented, with no requirements.
+const fn flag(name: &'static str, qemu: &'static str, bit: u32, default: bool, doc: &'static str) -> Property {
+    value(name, qemu, ValueKind::Bool, Some(Bool(default)), Some(bit), doc)
+}
+
+/// A property of any kind, implemented, with no requirements.
+const fn value(
+    name: &'static str,
+    qemu: &'static str,
+    kind: ValueKind,
+    default: Option<Value>,
+    feature_bit: Option<u32>,
+    doc: &'static str,
+) -> Property {
+    Property {
+        name,
+        qemu,
+        kind,
+        default,
+        platform_default: None,
+        feature_bit,
+        requires: &[],
+        tap_offloads: &[],
+        support: Support::Implemented,
+        doc,
+    }
+}
+
+impl Property {
+    const fn requires(self, requires: &'static [&'static [&'static str]]) -> Property {
+        Property { requires, ..self }
+    }
+
+    const fn offloads(self, tap_offloads: &'static [TapOffload]) -> Property {
+        Property { tap_offloads, ..self }
+    }
+
+    /// The default comes from the platform: on exactly when its TAP has `offloads`.
+    const fn platform_default(self, offloads: &'static [TapOffload]) -> Property {
+        Property {
+            default: None,
+            platform_default: Some(offloads),
+            ..self
+        }
+    }
+
+    const fn not_implemented(self, support: Support) -> Property {
+        Property { support, ..self }
+    }
+}
+
 /// Every virtio-net property, in the order documents list them.
 pub static VIRTIO_NET: &[Property] = &[
-    Property {
-        name: "mac",
-        qemu: "mac",
-        kind: ValueKind::Mac,
-        default: None,
-        platform_default: None,
-        feature_bit: Some(5),
-        requires: &[],
-        tap_offloads: &[],
-        support: Support::Implemented,
-        doc: "the device's Ethernet address (derived from the VM name and device id when left out)",
-    },
-    Property {
-        name: "csum",
-        qemu: "csum",
-        kind: ValueKind::Bool,
-        default: Some(Bool(true)),
-        platform_default: None,
-        feature_bit: Some(0),
-        requires: &[],
-        tap_offloads: &[],
-        support: Support::Implemented,
-        doc: "the device accepts frames with a partial checksum (guest transmit)",
-    },
-    Property {
-        name: "guest-csum",
-        qemu: "guest_csum",
-        kind: ValueKind::Bool,
-        default: Some(Bool(true)),
-        platform_default: None,
-        feature_bit: Some(1),
-        requires: &[],
-        tap_offloads: &[T::Csum],
-        support: Support::Implemented,
-        doc: "the guest accepts frames with a partial checksum (guest receive)",
-    },
-    Property {
-        name: "ctrl-guest-offloads",
-        qemu: "ctrl_guest_offloads",
-        kind: ValueKind::Bool,
-        default: Some(Bool(false)),
-        platform_default: None,
-        feature_bit: Some(2),
-        requires: &[&["ctrl-vq"]],
-        tap_offloads: &[],
-        support: NOT_IMPL_CTRL,
-        doc: "the guest may change its receive offloads through the control queue",
-    },
-    Property {
-        name: "host-mtu",
-        qemu: "host_mtu",
-        kind: ValueKind::Integer {
+    value(
+        "mac",
+        "mac",
+        ValueKind::Mac,
+        None,
+        Some(5),
+        "the device's Ethernet address (derived from the VM name and device id when left out)",
+    ),
+    flag(
+        "csum",
+        "csum",
+        0,
+        true,
+        "the device accepts frames with a partial checksum (guest transmit)",
+    ),
+    flag(
+        "guest-csum",
+        "guest_csum",
+        1,
+        true,
+        "the guest accepts frames with a partial checksum (guest receive)",
+    )
+    .offloads(&[T::Csum]),
+    flag(
+        "ctrl-guest-offloads",
+        "ctrl_guest_offloads",
+        2,
+        false,
+        "the guest may change its receive offloads through the control queue",
+    )
+    .requires(&[&["ctrl-vq"]])
+    .not_implemented(NOT_IMPL_CTRL),
+    value(
+        "host-mtu",
+        "host_mtu",
+        ValueKind::Integer {
             min: 68,
             max: 65535,
             zero_means_off: true,
         },
-        default: Some(Integer(0)),
-        platform_default: None,
-        feature_bit: Some(3),
-        requires: &[],
-        tap_offloads: &[],
-        support: Support::Implemented,
-        doc: "the MTU the device advises the guest to use; 0 offers no MTU",
-    },
-    Property {
-        name: "gso",
-        qemu: "gso",
-        kind: ValueKind::Bool,
-        default: Some(Bool(false)),
-        platform_default: None,
-        feature_bit: Some(6),
-        requires: &[],
-        tap_offloads: &[],
-        support: NOT_IMPL_LEGACY,
-        doc: "legacy \"any GSO type\" bit",
-    },
-    Property {
-        name: "guest-tso4",
-        qemu: "guest_tso4",
-        kind: ValueKind::Bool,
-        default: Some(Bool(true)),
-        platform_default: None,
-        feature_bit: Some(7),
-        requires: &[&["guest-csum"]],
-        tap_offloads: &[T::Tso4],
-        support: Support::Implemented,
-        doc: "the guest receives TCPv4 segmentation-offloaded frames",
-    },
-    Property {
-        name: "guest-tso6",
-        qemu: "guest_tso6",
-        kind: ValueKind::Bool,
-        default: Some(Bool(true)),
-        platform_default: None,
-        feature_bit: Some(8),
-        requires: &[&["guest-csum"]],
-        tap_offloads: &[T::Tso6],
-        support: Support::Implemented,
-        doc: "the guest receives TCPv6 segmentation-offloaded frames",
-    },
-    Property {
-        name: "guest-ecn",
-        qemu: "guest_ecn",
-        kind: ValueKind::Bool,
-        default: Some(Bool(true)),
-        platform_default: None,
-        feature_bit: Some(9),
-        requires: &[&["guest-tso4", "guest-tso6"]],
-        tap_offloads: &[T::TsoEcn],
-        support: Support::Implemented,
-        doc: "the guest receives TSO frames with ECN",
-    },
-    Property {
-        name: "guest-ufo",
-        qemu: "guest_ufo",
-        kind: ValueKind::Bool,
-        default: Some(Bool(true)),
-        platform_default: None,
-        feature_bit: Some(10),
-        requires: &[&["guest-csum"]],
-        tap_offloads: &[T::Ufo],
-        support: Support::Implemented,
-        doc: "the guest receives UDP fragmentation-offloaded frames",
-    },
-    Property {
-        name: "host-tso4",
-        qemu: "host_tso4",
-        kind: ValueKind::Bool,
-        default: Some(Bool(true)),
-        platform_default: None,
-        feature_bit: Some(11),
-        requires: &[&["csum"]],
-        tap_offloads: &[T::Tso4],
-        support: Support::Implemented,
-        doc: "the device accepts TCPv4 segmentation-offloaded frames from the guest",
-    },
-    Property {
-        name: "host-tso6",
-        qemu: "host_tso6",
-        kind: ValueKind::Bool,
-        default: Some(Bool(true)),
-        platform_default: None,
-        feature_bit: Some(12),
-        requires: &[&["csum"]],
-        tap_offloads: &[T::Tso6],
-        support: Support::Implemented,
-        doc: "the device accepts TCPv6 segmentation-offloaded frames from the guest",
-    },
-    Property {
-        name: "host-ecn",
-        qemu: "host_ecn",
-        kind: ValueKind::Bool,
-        default: Some(Bool(true)),
-        platform_default: None,
-        feature_bit: Some(13),
-        requires: &[&["host-tso4", "host-tso6"]],
-        tap_offloads: &[T::TsoEcn],
-        support: Support::Implemented,
-        doc: "the device accepts TSO frames with ECN from the guest",
-    },
-    Property {
-        name: "host-ufo",
-        qemu: "host_ufo",
-        kind: ValueKind::Bool,
-        default: Some(Bool(true)),
-        platform_default: None,
-        feature_bit: Some(14),
-        requires: &[&["csum"]],
-        tap_offloads: &[T::Ufo],
-        support: Support::Implemented,
-        doc: "the device accepts UDP fragmentation-offloaded frames from the guest",
-    },
-    Property {
-        name: "mrg-rxbuf",
-        qemu: "mrg_rxbuf",
-        kind: ValueKind::Bool,
-        default: Some(Bool(true)),
-        platform_default: None,
-        feature_bit: Some(15),
-        requires: &[],
-        tap_offloads: &[],
-        support: Support::Implemented,
-        doc: "the device may merge several receive buffers for one frame",
-    },
-    Property {
-        name: "status",
-        qemu: "status",
-        kind: ValueKind::Bool,
-        default: Some(Bool(true)),
-        platform_default: None,
-        feature_bit: Some(16),
-        requires: &[],
-        tap_offloads: &[],
-        support: Support::Implemented,
-        doc: "the device reports link status in its configuration space",
-    },
-    Property {
-        name: "ctrl-vq",
-        qemu: "ctrl_vq",
-        kind: ValueKind::Bool,
-        default: Some(Bool(false)),
-        platform_default: None,
-        feature_bit: Some(17),
-        requires: &[],
-        tap_offloads: &[],
-        support: NOT_IMPL_CTRL,
-        doc: "a control virtqueue",
-    },
-    Property {
-        name: "ctrl-rx",
-        qemu: "ctrl_rx",
-        kind: ValueKind::Bool,
-        default: Some(Bool(false)),
-        platform_default: None,
-        feature_bit: Some(18),
-        requires: &[&["ctrl-vq"]],
-        tap_offloads: &[],
-        support: NOT_IMPL_CTRL,
-        doc: "receive-mode control (promiscuous, all-multicast) through the control queue",
-    },
-    Property {
-        name: "ctrl-vlan",
-        qemu: "ctrl_vlan",
-        kind: ValueKind::Bool,
-        default: Some(Bool(false)),
-        platform_default: None,
-        feature_bit: Some(19),
-        requires: &[&["ctrl-vq"]],
-        tap_offloads: &[],
-        support: NOT_IMPL_CTRL,
-        doc: "VLAN filtering through the control queue",
-    },
-    Property {
-        name: "ctrl-rx-extra",
-        qemu: "ctrl_rx_extra",
-        kind: ValueKind::Bool,
-        default: Some(Bool(false)),
-        platform_default: None,
-        feature_bit: Some(20),
-        requires: &[&["ctrl-rx"]],
-        tap_offloads: &[],
-        support: NOT_IMPL_CTRL,
-        doc: "extra receive-mode control through the control queue",
-    },
-    Property {
-        name: "guest-announce",
-        qemu: "guest_announce",
-        kind: ValueKind::Bool,
-        default: Some(Bool(false)),
-        platform_default: None,
-        feature_bit: Some(21),
-        requires: &[&["ctrl-vq"]],
-        tap_offloads: &[],
-        support: NOT_IMPL_CTRL,
-        doc: "the guest sends gratuitous packets when asked (after migration)",
-    },
-    Property {
-        name: "mq",
-        qemu: "mq",
-        kind: ValueKind::Bool,
-        default: Some(Bool(false)),
-        platform_default: None,
-        feature_bit: Some(22),
-        requires: &[&["ctrl-vq"]],
-        tap_offloads: &[],
-        support: NOT_IMPL_MQ,
-        doc: "several receive/transmit queue pairs",
-    },
-    Property {
-        name: "ctrl-mac-addr",
-        qemu: "ctrl_mac_addr",
-        kind: ValueKind::Bool,
-        default: Some(Bool(false)),
-        platform_default: None,
-        feature_bit: Some(23),
-        requires: &[&["ctrl-vq"]],
-        tap_offloads: &[],
-        support: NOT_IMPL_CTRL,
-        doc: "the guest may set the MAC address through the control queue",
-    },
-    Property {
-        name: "guest-uso4",
-        qemu: "guest_uso4",
-        kind: ValueKind::Bool,
-        default: None,
-        platform_default: Some(&[T::Uso4, T::Uso6]),
-        feature_bit: Some(54),
-        requires: &[&["guest-csum"]],
-        tap_offloads: &[T::Uso4, T::Uso6],
-        support: Support::Implemented,
-        doc: "the guest receives UDPv4 segmentation-offloaded (USO) frames",
-    },
-    Property {
-        name: "guest-uso6",
-        qemu: "guest_uso6",
-        kind: ValueKind::Bool,
-        default: None,
-        platform_default: Some(&[T::Uso4, T::Uso6]),
-        feature_bit: Some(55),
-        requires: &[&["guest-csum"]],
-        tap_offloads: &[T::Uso4, T::Uso6],
-        support: Support::Implemented,
-        doc: "the guest receives UDPv6 segmentation-offloaded (USO) frames",
-    },
-    Property {
-        name: "host-uso",
-        qemu: "host_uso",
-        kind: ValueKind::Bool,
-        default: None,
-        platform_default: Some(&[T::Uso4, T::Uso6]),
-        feature_bit: Some(56),
-        requires: &[&["csum"]],
-        tap_offloads: &[T::Uso4, T::Uso6],
-        support: Support::Implemented,
-        doc: "the device accepts UDP segmentation-offloaded (USO) frames from the guest",
-    },
-    Property {
-        name: "hash",
-        qemu: "hash",
-        kind: ValueKind::Bool,
-        default: Some(Bool(false)),
-        platform_default: None,
-        feature_bit: Some(57),
-        requires: &[],
-        tap_offloads: &[],
-        support: Support::NotImplemented("vmc's virtio-net does not report receive hashes"),
-        doc: "the device reports a hash of each received frame",
-    },
-    Property {
-        name: "rss",
-        qemu: "rss",
-        kind: ValueKind::Bool,
-        default: Some(Bool(false)),
-        platform_default: None,
-        feature_bit: Some(60),
-        requires: &[&["ctrl-vq"]],
-        tap_offloads: &[],
-        support: NOT_IMPL_MQ,
-        doc: "receive-side scaling across queues",
-    },
-    Property {
-        name: "rx-queue-size",
-        qemu: "rx_queue_size",
-        kind: ValueKind::QueueSize { min: 256, max: 1024 },
-        default: Some(Integer(256)),
-        platform_default: None,
-        feature_bit: None,
-        requires: &[],
-        tap_offloads: &[],
-        support: Support::Implemented,
-        doc: "the receive virtqueue's maximum size",
-    },
-    Property {
-        name: "tx-queue-size",
-        qemu: "tx_queue_size",
-        // QEMU caps a TAP-backed device's transmit queue at 256; a larger value would
-        // be lowered to something QEMU silently shrinks.
-        kind: ValueKind::QueueSize { min: 256, max: 256 },
-        default: Some(Integer(256)),
-        platform_default: None,
-        feature_bit: None,
-        requires: &[],
-        tap_offloads: &[],
-        support: Support::Implemented,
-        doc: "the transmit virtqueue's maximum size",
-    },
-    Property {
-        name: "notify-on-empty",
-        qemu: "notify_on_empty",
-        kind: ValueKind::Bool,
-        default: Some(Bool(false)),
-        platform_default: None,
-        feature_bit: Some(24),
-        requires: &[],
-        tap_offloads: &[],
-        support: NOT_IMPL_LEGACY,
-        doc: "legacy: notify when the available ring runs empty",
-    },
-    Property {
-        name: "any-layout",
-        qemu: "any_layout",
-        kind: ValueKind::Bool,
-        default: Some(Bool(false)),
-        platform_default: None,
-        feature_bit: Some(27),
-        requires: &[],
-        tap_offloads: &[],
-        support: NOT_IMPL_LEGACY,
-        doc: "legacy: any descriptor layout (implied by virtio 1.x)",
-    },
-    Property {
-        name: "indirect-desc",
-        qemu: "indirect_desc",
-        kind: ValueKind::Bool,
-        default: Some(Bool(true)),
-        platform_default: None,
-        feature_bit: Some(28),
-        requires: &[],
-        tap_offloads: &[],
-        support: Support::Implemented,
-        doc: "indirect descriptor tables",
-    },
-    Property {
-        name: "event-idx",
-        qemu: "event_idx",
-        kind: ValueKind::Bool,
-        default: Some(Bool(true)),
-        platform_default: None,
-        feature_bit: Some(29),
-        requires: &[],
-        tap_offloads: &[],
-        support: Support::Implemented,
-        doc: "used/available event index notification suppression",
-    },
-    Property {
-        name: "packed",
-        qemu: "packed",
-        kind: ValueKind::Bool,
-        default: Some(Bool(false)),
-        platform_default: None,
-        feature_bit: Some(34),
-        requires: &[],
-        tap_offloads: &[],
-        support: Support::NotImplemented("vmc's virtqueues are split rings only"),
-        doc: "packed virtqueue layout",
-    },
-    Property {
-        name: "queue-reset",
-        qemu: "queue_reset",
-        kind: ValueKind::Bool,
-        default: Some(Bool(false)),
-        platform_default: None,
-        feature_bit: Some(40),
-        requires: &[],
-        tap_offloads: &[],
-        support: Support::NotImplemented("vmc's virtio-mmio transport cannot reset one queue"),
-        doc: "the guest may reset one virtqueue",
-    },
+        Some(Integer(0)),
+        Some(3),
+        "the MTU the device advises the guest to use; 0 offers no MTU",
+    ),
+    flag("gso", "gso", 6, false, "legacy \"any GSO type\" bit").not_implemented(NOT_IMPL_LEGACY),
+    flag(
+        "guest-tso4",
+        "guest_tso4",
+        7,
+        true,
+        "the guest receives TCPv4 segmentation-offloaded frames",
+    )
+    .requires(&[&["guest-csum"]])
+    .offloads(&[T::Tso4]),
+    flag(
+        "guest-tso6",
+        "guest_tso6",
+        8,
+        true,
+        "the guest receives TCPv6 segmentation-offloaded frames",
+    )
+    .requires(&[&["guest-csum"]])
+    .offloads(&[T::Tso6]),
+    flag(
+        "guest-ecn",
+        "guest_ecn",
+        9,
+        true,
+        "the guest receives TSO frames with ECN",
+    )
+    .requires(&[&["guest-tso4", "guest-tso6"]])
+    .offloads(&[T::TsoEcn]),
+    flag(
+        "guest-ufo",
+        "guest_ufo",
+        10,
+        true,
+        "the guest receives UDP fragmentation-offloaded frames",
+    )
+    .requires(&[&["guest-csum"]])
+    .offloads(&[T::Ufo]),
+    flag(
+        "host-tso4",
+        "host_tso4",
+        11,
+        true,
+        "the device accepts TCPv4 segmentation-offloaded frames from the guest",
+    )
+    .requires(&[&["csum"]])
+    .offloads(&[T::Tso4]),
+    flag(
+        "host-tso6",
+        "host_tso6",
+        12,
+        true,
+        "the device accepts TCPv6 segmentation-offloaded frames from the guest",
+    )
+    .requires(&[&["csum"]])
+    .offloads(&[T::Tso6]),
+    flag(
+        "host-ecn",
+        "host_ecn",
+        13,
+        true,
+        "the device accepts TSO frames with ECN from the guest",
+    )
+    .requires(&[&["host-tso4", "host-tso6"]])
+    .offloads(&[T::TsoEcn]),
+    flag(
+        "host-ufo",
+        "host_ufo",
+        14,
+        true,
+        "the device accepts UDP fragmentation-offloaded frames from the guest",
+    )
+    .requires(&[&["csum"]])
+    .offloads(&[T::Ufo]),
+    flag(
+        "mrg-rxbuf",
+        "mrg_rxbuf",
+        15,
+        true,
+        "the device may merge several receive buffers for one frame",
+    ),
+    flag(
+        "status",
+        "status",
+        16,
+        true,
+        "the device reports link status in its configuration space",
+    ),
+    flag("ctrl-vq", "ctrl_vq", 17, false, "a control virtqueue").not_implemented(NOT_IMPL_CTRL),
+    flag(
+        "ctrl-rx",
+        "ctrl_rx",
+        18,
+        false,
+        "receive-mode control (promiscuous, all-multicast) through the control queue",
+    )
+    .requires(&[&["ctrl-vq"]])
+    .not_implemented(NOT_IMPL_CTRL),
+    flag(
+        "ctrl-vlan",
+        "ctrl_vlan",
+        19,
+        false,
+        "VLAN filtering through the control queue",
+    )
+    .requires(&[&["ctrl-vq"]])
+    .not_implemented(NOT_IMPL_CTRL),
+    flag(
+        "ctrl-rx-extra",
+        "ctrl_rx_extra",
+        20,
+        false,
+        "extra receive-mode control through the control queue",
+    )
+    .requires(&[&["ctrl-rx"]])
+    .not_implemented(NOT_IMPL_CTRL),
+    flag(
+        "guest-announce",
+        "guest_announce",
+        21,
+        false,
+        "the guest sends gratuitous packets when asked (after migration)",
+    )
+    .requires(&[&["ctrl-vq"]])
+    .not_implemented(NOT_IMPL_CTRL),
+    flag("mq", "mq", 22, false, "several receive/transmit queue pairs")
+        .requires(&[&["ctrl-vq"]])
+        .not_implemented(NOT_IMPL_MQ),
+    flag(
+        "ctrl-mac-addr",
+        "ctrl_mac_addr",
+        23,
+        false,
+        "the guest may set the MAC address through the control queue",
+    )
+    .requires(&[&["ctrl-vq"]])
+    .not_implemented(NOT_IMPL_CTRL),
+    flag(
+        "guest-uso4",
+        "guest_uso4",
+        54,
+        false,
+        "the guest receives UDPv4 segmentation-offloaded (USO) frames",
+    )
+    .requires(&[&["guest-csum"]])
+    .offloads(&[T::Uso4, T::Uso6])
+    .platform_default(&[T::Uso4, T::Uso6]),
+    flag(
+        "guest-uso6",
+        "guest_uso6",
+        55,
+        false,
+        "the guest receives UDPv6 segmentation-offloaded (USO) frames",
+    )
+    .requires(&[&["guest-csum"]])
+    .offloads(&[T::Uso4, T::Uso6])
+    .platform_default(&[T::Uso4, T::Uso6]),
+    flag(
+        "host-uso",
+        "host_uso",
+        56,
+        false,
+        "the device accepts UDP segmentation-offloaded (USO) frames from the guest",
+    )
+    .requires(&[&["csum"]])
+    .offloads(&[T::Uso4, T::Uso6])
+    .platform_default(&[T::Uso4, T::Uso6]),
+    flag(
+        "hash",
+        "hash",
+        57,
+        false,
+        "the device reports a hash of each received frame",
+    )
+    .not_implemented(Support::NotImplemented(
+        "vmc's virtio-net does not report receive hashes",
+    )),
+    flag("rss", "rss", 60, false, "receive-side scaling across queues")
+        .requires(&[&["ctrl-vq"]])
+        .not_implemented(NOT_IMPL_MQ),
+    value(
+        "rx-queue-size",
+        "rx_queue_size",
+        ValueKind::QueueSize { min: 256, max: 1024 },
+        Some(Integer(256)),
+        None,
+        "the receive virtqueue's maximum size",
+    ),
+    // QEMU caps a TAP-backed device's transmit queue at 256; a larger value would be
+    // lowered to something QEMU silently shrinks.
+    value(
+        "tx-queue-size",
+        "tx_queue_size",
+        ValueKind::QueueSize { min: 256, max: 256 },
+        Some(Integer(256)),
+        None,
+        "the transmit virtqueue's maximum size",
+    ),
+    flag(
+        "notify-on-empty",
+        "notify_on_empty",
+        24,
+        false,
+        "legacy: notify when the available ring runs empty",
+    )
+    .not_implemented(NOT_IMPL_LEGACY),
+    flag(
+        "any-layout",
+        "any_layout",
+        27,
+        false,
+        "legacy: any descriptor layout (implied by virtio 1.x)",
+    )
+    .not_implemented(NOT_IMPL_LEGACY),
+    flag("indirect-desc", "indirect_desc", 28, true, "indirect descriptor tables"),
+    flag(
+        "event-idx",
+        "event_idx",
+        29,
+        true,
+        "used/available event index notification suppression",
+    ),
+    flag("packed", "packed", 34, false, "packed virtqueue layout")
+        .not_implemented(Support::NotImplemented("vmc's virtqueues are split rings only")),
+    flag(
+        "queue-reset",
+        "queue_reset",
+        40,
+        false,
+        "the guest may reset one virtqueue",
+    )
+    .not_implemented(Support::NotImplemented(
+        "vmc's virtio-mmio transport cannot reset one queue",
+    )),
 ];
 
 /// VIRTIO_F_VERSION_1: every vmc device is a virtio 1.x device; not a property.
@@ -731,7 +615,10 @@ mod tests {
         let mut bits: Vec<_> = VIRTIO_NET.iter().filter_map(|p| p.feature_bit).collect();
         bits.sort_unstable();
         bits.dedup();
-        assert_eq!(bits.len(), VIRTIO_NET.iter().filter(|p| p.feature_bit.is_some()).count());
+        assert_eq!(
+            bits.len(),
+            VIRTIO_NET.iter().filter(|p| p.feature_bit.is_some()).count()
+        );
     }
 
     #[test]

@@ -72,9 +72,12 @@ pub fn parse(source: &SourceFile) -> Result<Spec, Problems> {
             vms.push(r);
         } else {
             problems.push(
-                r.problem("vmc::spec::unknown-node", format!("unknown top-level node `{}`", r.name()))
-                    .label("unknown")
-                    .help(unknown_help(r.name(), &["vm"], "a spec holds exactly one")),
+                r.problem(
+                    "vmc::spec::unknown-node",
+                    format!("unknown top-level node `{}`", r.name()),
+                )
+                .label("unknown")
+                .help(unknown_help(r.name(), &["vm"], "a spec holds exactly one")),
             );
         }
     }
@@ -128,10 +131,15 @@ pub fn parse(source: &SourceFile) -> Result<Spec, Problems> {
                     if let Some(first) = spec.nets.iter().find(|n| n.id.value == net.id.value) {
                         let (line, col) = source.line_column(first.id.span.offset());
                         problems.push(
-                            Problem::new("vmc::spec::duplicate-device", format!("device id `{}` is used twice", net.id.value))
-                                .at(source, net.id.span)
-                                .label("second use")
-                                .help(format!("the first is at line {line}, column {col}; give each device its own id")),
+                            Problem::new(
+                                "vmc::spec::duplicate-device",
+                                format!("device id `{}` is used twice", net.id.value),
+                            )
+                            .at(source, net.id.span)
+                            .label("second use")
+                            .help(format!(
+                                "the first is at line {line}, column {col}; give each device its own id"
+                            )),
                         );
                     } else {
                         spec.nets.push(net);
@@ -186,10 +194,12 @@ fn check_name(source: &SourceFile, name: Spanned<String>, what: &str, max: usize
     if ok {
         Ok(name)
     } else {
-        Err(Problem::new("vmc::spec::name", format!("`{}` is not a valid {what}", name.value))
-            .at(source, name.span)
-            .label("invalid name")
-            .help(format!("use 1 to {max} ASCII letters, digits, `-`, `_` or `.`")))
+        Err(
+            Problem::new("vmc::spec::name", format!("`{}` is not a valid {what}", name.value))
+                .at(source, name.span)
+                .label("invalid name")
+                .help(format!("use 1 to {max} ASCII letters, digits, `-`, `_` or `.`")),
+        )
     }
 }
 
@@ -228,9 +238,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         }
         other => return Err(format!("`{other}` is not a size unit (use B, KiB, MiB, GiB or TiB)")),
     };
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is too large"))?;
+    let n: u64 = digits.parse().map_err(|_| format!("`{text}` is too large"))?;
     n.checked_mul(1u64 << shift)
         .ok_or_else(|| format!("`{text}` is too large (over 16 EiB)"))
 }
@@ -240,7 +248,8 @@ fn parse_boot(c: &NodeReader<'_>, problems: &mut Collector) -> Option<BootSpec> 
         if a.is_empty() {
             Ok(())
         } else {
-            Err(c.problem("vmc::kdl::arity", "`boot` takes no value, only a `{ ... }` block")
+            Err(c
+                .problem("vmc::kdl::arity", "`boot` takes no value, only a `{ ... }` block")
                 .help("write `boot { kernel \"PATH\" }`"))
         }
     }) {
@@ -302,11 +311,16 @@ fn parse_net(c: &NodeReader<'_>, problems: &mut Collector) -> Option<NetSpec> {
             continue;
         }
         let Some(property) = schema::property(n.name()) else {
-            let known: Vec<&str> = std::iter::once("tap").chain(schema::VIRTIO_NET.iter().map(|p| p.name)).collect();
+            let known: Vec<&str> = std::iter::once("tap")
+                .chain(schema::VIRTIO_NET.iter().map(|p| p.name))
+                .collect();
             problems.push(
-                n.problem("vmc::spec::unknown-property", format!("unknown virtio-net property `{}`", n.name()))
-                    .label("unknown property")
-                    .help(unknown_help(n.name(), &known, "a `net` block holds")),
+                n.problem(
+                    "vmc::spec::unknown-property",
+                    format!("unknown virtio-net property `{}`", n.name()),
+                )
+                .label("unknown property")
+                .help(unknown_help(n.name(), &known, "a `net` block holds")),
             );
             continue;
         };
@@ -334,7 +348,12 @@ pub(crate) fn property_value(n: &NodeReader<'_>, property: &'static Property) ->
         (kind, other) => {
             return Err(Problem::new(
                 "vmc::spec::type",
-                format!("`{}` expects {}, found {}", property.name, kind.describe(), kdlread::kind_of(other)),
+                format!(
+                    "`{}` expects {}, found {}",
+                    property.name,
+                    kind.describe(),
+                    kdlread::kind_of(other)
+                ),
             )
             .at(n.source, entry.span())
             .label("wrong type"))
@@ -359,10 +378,12 @@ fn check_tap_name(source: &SourceFile, t: Spanned<String>) -> Result<Spanned<Str
     if ok {
         Ok(t)
     } else {
-        Err(Problem::new("vmc::spec::tap", format!("`{v}` is not a valid network interface name"))
-            .at(source, t.span)
-            .label("invalid interface name")
-            .help("Linux interface names are 1 to 15 printable characters without `/`, `:` or spaces"))
+        Err(
+            Problem::new("vmc::spec::tap", format!("`{v}` is not a valid network interface name"))
+                .at(source, t.span)
+                .label("invalid interface name")
+                .help("Linux interface names are 1 to 15 printable characters without `/`, `:` or spaces"),
+        )
     }
 }
 

@@ -16,7 +16,12 @@ pub fn compile_text(text: &str, platform: &str) -> Result<AbiDocument, Problems>
     compile_named("spec.kdl", text, platform, &PlatformRegistry::builtin())
 }
 
-pub fn compile_named(name: &str, text: &str, platform: &str, registry: &PlatformRegistry) -> Result<AbiDocument, Problems> {
+pub fn compile_named(
+    name: &str,
+    text: &str,
+    platform: &str,
+    registry: &PlatformRegistry,
+) -> Result<AbiDocument, Problems> {
     let source = SourceFile::new(name, text);
     let platform = registry.lookup(platform).map_err(Problems::from)?;
     vmc_compiler::compile(&CompileInput {

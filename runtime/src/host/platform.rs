@@ -29,7 +29,12 @@ impl HostProbe {
             .unwrap_or(KernelVersion { major: 0, minor: 0 });
         let tap_offloads: BTreeSet<TapOffload> = match &self.tap {
             Ok(tap) => match &tap.offloads {
-                Ok(o) => o.accepted.names().into_iter().filter_map(TapOffload::from_name).collect(),
+                Ok(o) => o
+                    .accepted
+                    .names()
+                    .into_iter()
+                    .filter_map(TapOffload::from_name)
+                    .collect(),
                 Err(_) => BTreeSet::new(),
             },
             Err(_) => BTreeSet::new(),
@@ -45,7 +50,11 @@ impl HostProbe {
             ),
             Err(_) => (BTreeSet::new(), BTreeSet::new()),
         };
-        let release = self.kernel.as_ref().map(|k| k.release.clone()).unwrap_or_else(|_| "unknown".into());
+        let release = self
+            .kernel
+            .as_ref()
+            .map(|k| k.release.clone())
+            .unwrap_or_else(|_| "unknown".into());
         Platform {
             name: name.to_string(),
             description: format!("measured by vmc probe on Linux {release}"),
