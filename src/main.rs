@@ -42,8 +42,13 @@ enum Command {
         spec: PathBuf,
         /// The host platform to compile for, such as `linux-6.9` (see `vmc platforms`);
         /// default: the newest platform this host supports (probed).
-        #[arg(long, value_name = "NAME")]
+        #[arg(long, value_name = "NAME", conflicts_with = "pool")]
         platform: Option<String>,
+        /// Compile for a migration pool: the probe files (`vmc probe`, KDL or --json) of
+        /// every host the VM may run on. Chooses the newest platform all of them support
+        /// and refuses a spec that some host could not run, naming the host and why.
+        #[arg(long, value_name = "PROBE", num_args = 1..)]
+        pool: Vec<PathBuf>,
         #[command(flatten)]
         paths: PlatformPaths,
         /// Where to write the document (default: SPEC with the extension .abi; `-` for stdout).
@@ -87,6 +92,17 @@ enum Command {
     },
     /// Can this host run FILE? Exit 0 if so; 1 and every missing capability if not.
     Check { file: PathBuf },
+    /// Which of these hosts (probe files from `vmc probe`) can run FILE, and why not the
+    /// others. Exit 0 if at least one can, 1 if none can.
+    Place {
+        file: PathBuf,
+        #[arg(value_name = "PROBE", required = true)]
+        hosts: Vec<PathBuf>,
+        #[command(flatten)]
+        paths: PlatformPaths,
+        #[arg(long)]
+        json: bool,
+    },
     /// The machine types and their full default tables.
     Machines {
         /// Only this machine type.
@@ -138,9 +154,16 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Compile {
             spec,
             platform,
+            pool,
             paths,
             output,
-        } => compile(&spec, platform.as_deref(), &paths, output.as_deref()),
+        } => compile(&spec, platform.as_deref(), &pool, &paths, output.as_deref()),
+        Command::Place {
+            file,
+            hosts,
+            paths,
+            json,
+        } => place(&file, &hosts, &paths, json),
         Command::Show { file, json } => {
             let doc = read_document(&file)?;
             if json {
@@ -221,16 +244,34 @@ fn run(cli: Cli) -> Result<u8, Failure> {
 fn compile(
     spec_path: &Path,
     platform: Option<&str>,
+    pool: &[PathBuf],
     paths: &PlatformPaths,
     output: Option<&Path>,
 ) -> Result<u8, Failure> {
     let source = read_source(spec_path)?;
     let registry = registry(paths)?;
-    let platform = match platform {
-        Some(name) => registry.lookup(name)?,
-        None => {
+    // The hosts the VM must run on, when known: the pool, or (without --platform) this one.
+    let (platform, hosts, pool_given) = match (platform, pool.is_empty()) {
+        (Some(name), _) => (registry.lookup(name)?, Vec::new(), false),
+        (None, false) => {
+            let hosts = load_hosts(&registry, pool)?;
+            let refs: Vec<&vmc_compiler::Platform> = hosts.iter().map(|(_, h)| h).collect();
+            let chosen = vmc_compiler::check::choose_platform(&registry, &refs).ok_or_else(|| {
+                Failure::Message(
+                    "no known platform is supported by every host of the pool; see `vmc platforms --host` on each"
+                        .to_string(),
+                )
+            })?;
+            eprintln!(
+                "pool of {} hosts: compiling for `{}`, the newest platform all of them support",
+                hosts.len(),
+                chosen.name
+            );
+            (chosen, hosts, true)
+        }
+        (None, true) => {
             let host = measure_host();
-            let chosen = vmc_compiler::check::newest_supported(&registry, &host).ok_or_else(|| {
+            let chosen = vmc_compiler::check::choose_platform(&registry, &[&host]).ok_or_else(|| {
                 Failure::Message(format!(
                     "this host supports none of the known platforms ({}); see `vmc platforms --host`, or pass --platform NAME",
                     registry.names().collect::<Vec<_>>().join(", ")
@@ -240,7 +281,7 @@ fn compile(
                 "no --platform given: compiling for `{}`, the newest platform this host supports",
                 chosen.name
             );
-            chosen
+            (chosen, vec![("this host".to_string(), host)], false)
         }
     };
     let spec_dir = spec_path
@@ -255,6 +296,23 @@ fn compile(
         registry: &registry,
         base_dir: Some(&base_dir),
     })?;
+    // Every host must be able to run the result (the CPU model above all): for a pool
+    // that is the point; for this host, a warning, as the VM may be meant for elsewhere.
+    let mut refusals = String::new();
+    for (name, host) in &hosts {
+        let shortfalls = vmc_compiler::check::shortfalls(&doc, host);
+        if !shortfalls.is_empty() {
+            refusals += &vmc_compiler::check::render(&shortfalls, name);
+        }
+    }
+    if !refusals.is_empty() {
+        if pool_given {
+            return Err(Failure::Message(format!(
+                "some hosts of the pool could not run this VM; nothing written\n{refusals}"
+            )));
+        }
+        eprint!("warning: {refusals}");
+    }
     let text = doc.to_kdl();
     let out = output
         .map(Path::to_path_buf)
@@ -357,6 +415,77 @@ fn platforms(registry: &PlatformRegistry, json: bool) {
             p.description
         );
     }
+}
+
+/// Reads host descriptions (probe files), each with the name it is shown under.
+fn load_hosts(
+    registry: &PlatformRegistry,
+    files: &[PathBuf],
+) -> Result<Vec<(String, vmc_compiler::Platform)>, Failure> {
+    let mut hosts = Vec::new();
+    for file in files {
+        let host = registry.load_host(&read_source(file)?)?;
+        if host.cpu_features.is_none() {
+            return Err(Failure::Message(format!(
+                "{} states no cpu-features, so no CPU model can be checked against it; use a file from `vmc probe`",
+                file.display()
+            )));
+        }
+        hosts.push((format!("{} ({})", file.display(), host.name), host));
+    }
+    Ok(hosts)
+}
+
+fn place(file: &Path, files: &[PathBuf], paths: &PlatformPaths, json: bool) -> Result<u8, Failure> {
+    let doc = read_document(file)?;
+    let registry = registry(paths)?;
+    let hosts = load_hosts(&registry, files)?;
+    let results: Vec<(&str, &Path, Vec<vmc_compiler::check::Shortfall>)> = hosts
+        .iter()
+        .zip(files)
+        .map(|((label, host), path)| {
+            (
+                label.as_str(),
+                path.as_path(),
+                vmc_compiler::check::shortfalls(&doc, host),
+            )
+        })
+        .collect();
+    if json {
+        let list: Vec<serde_json::Value> = results
+            .iter()
+            .zip(&hosts)
+            .map(|((_, path, shortfalls), (_, host))| {
+                serde_json::json!({
+                    "file": path.display().to_string(),
+                    "host": host.name,
+                    "can-run": shortfalls.is_empty(),
+                    "missing": shortfalls.iter().map(|s| serde_json::json!({
+                        "group": s.group.to_string().to_lowercase(),
+                        "capability": s.capability,
+                        "needed-by": s.needed_by,
+                    })).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", pretty(&serde_json::Value::Array(list)));
+    } else {
+        for (label, _, shortfalls) in &results {
+            if shortfalls.is_empty() {
+                println!("{label}: can run {}", doc.hash);
+            } else {
+                println!("{label}: cannot run it");
+                for line in vmc_compiler::check::render(shortfalls, "  host").lines() {
+                    println!("  {line}");
+                }
+            }
+        }
+    }
+    Ok(if results.iter().any(|(_, _, s)| s.is_empty()) {
+        0
+    } else {
+        1
+    })
 }
 
 /// This host, measured, as a platform.

@@ -106,13 +106,38 @@ pub fn platform_missing(platform: &Platform, host: &Platform) -> Vec<(Group, Str
     out
 }
 
-/// The newest platform in `registry` that `host` satisfies.
-pub fn newest_supported<'a>(registry: &'a PlatformRegistry, host: &Platform) -> Option<&'a Platform> {
-    registry
+/// The platform to compile for when a VM must run on every one of `hosts`: among the
+/// named platforms every host satisfies, those with the most capabilities (they give the
+/// guest the most); of those, the newest whose kernel is no newer than the oldest
+/// host's, or else the oldest (a distribution kernel with backports satisfies platforms
+/// newer than itself; name the first one that matches what it has).
+pub fn choose_platform<'a>(registry: &'a PlatformRegistry, hosts: &[&Platform]) -> Option<&'a Platform> {
+    let satisfied: Vec<&Platform> = registry
         .by_age()
         .into_iter()
+        .filter(|p| hosts.iter().all(|h| platform_missing(p, h).is_empty()))
+        .collect();
+    let weight = |p: &Platform| p.tap_offloads.len() + p.kvm_capabilities.len();
+    let best = satisfied.iter().map(|p| weight(p)).max()?;
+    let candidates: Vec<&Platform> = satisfied.into_iter().filter(|p| weight(p) == best).collect();
+    let oldest_kernel = hosts.iter().map(|h| h.kernel).min()?;
+    candidates
+        .iter()
         .rev()
-        .find(|p| platform_missing(p, host).is_empty())
+        .find(|p| p.kernel <= oldest_kernel)
+        .or_else(|| candidates.first())
+        .copied()
+}
+
+/// The CPU features of `model` that `host` cannot give a guest.
+pub fn missing_cpu_features(model: &crate::cpu::CpuModel, host: &Platform) -> Vec<&'static str> {
+    match &host.cpu_features {
+        Some(have) => crate::cpu::expand(model)
+            .into_iter()
+            .filter(|f| !have.contains(*f))
+            .collect(),
+        None => Vec::new(),
+    }
 }
 
 /// The shortfalls for people: one line per group, then each capability with what needs it.
@@ -224,7 +249,15 @@ mod tests {
             platform_missing(new, old),
             [(Group::Tap, "uso4".to_string()), (Group::Tap, "uso6".to_string())]
         );
-        assert_eq!(newest_supported(&reg, old).unwrap().name, "linux-6.1");
-        assert_eq!(newest_supported(&reg, new).unwrap().name, "linux-6.12");
+        // A 5.15 host is named linux-5.15 (6.1 has the same capabilities, but a newer kernel).
+        assert_eq!(choose_platform(&reg, &[old]).unwrap().name, "linux-5.15");
+        assert_eq!(choose_platform(&reg, &[new]).unwrap().name, "linux-6.9");
+        assert_eq!(choose_platform(&reg, &[old, new]).unwrap().name, "linux-5.15");
+        // A 5.14 kernel with USO backported: the first platform with USO.
+        let mut backport = old.clone();
+        backport.kernel = crate::platform::KernelVersion { major: 5, minor: 14 };
+        backport.tap_offloads.extend([TapOffload::Uso4, TapOffload::Uso6]);
+        assert_eq!(choose_platform(&reg, &[&backport]).unwrap().name, "linux-6.2");
+        assert_eq!(choose_platform(&reg, &[&backport, old]).unwrap().name, "linux-5.10");
     }
 }

@@ -17,6 +17,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use miette::SourceSpan;
+
 use crate::diagnostic::{Collector, Problem, Problems, SourceFile};
 use crate::kdlread::{self, NodeReader, Spanned};
 
@@ -248,6 +250,36 @@ impl PlatformRegistry {
         all
     }
 
+    /// A host description (a `vmc probe` file, KDL or JSON) resolved against this
+    /// registry, which it may `inherits` from; it is not added to the registry, so many
+    /// hosts may share a name.
+    pub fn load_host(&self, source: &SourceFile) -> Result<Platform, Problems> {
+        let decls = parse_file(source, PlatformSource::File(source.name().to_string()))?;
+        let [decl] = decls.as_slice() else {
+            return Err(Problem::new(
+                "vmc::platform::host-file",
+                format!(
+                    "{} describes {} platforms; a host file describes exactly one host",
+                    source.name(),
+                    decls.len()
+                ),
+            )
+            .into());
+        };
+        let parent = match &decl.inherits {
+            Some(p) => Some(self.get(&p.value).ok_or_else(|| {
+                Problem::new(
+                    "vmc::platform::unknown-parent",
+                    format!("host inherits unknown platform `{}`", p.value),
+                )
+                .at(source, p.span)
+                .label("unknown platform")
+            })?),
+            None => None,
+        };
+        Ok(merge(decl, parent)?)
+    }
+
     /// The oldest built-in platform whose TAP has all of `offloads`, to say "since Linux X".
     pub fn first_builtin_with(&self, offloads: &[TapOffload]) -> Option<&Platform> {
         self.by_age()
@@ -284,7 +316,13 @@ fn resolve(name: &str, decls: &BTreeMap<String, PlatformDecl>, chain: &mut Vec<S
         None => None,
     };
     chain.pop();
-    let kernel = match (&decl.kernel, &parent) {
+    merge(decl, parent.as_ref())
+}
+
+/// A declaration applied on top of its (resolved) parent, then checked for sense.
+fn merge(decl: &PlatformDecl, parent: Option<&Platform>) -> Result<Platform, Problem> {
+    let name = &decl.name.value;
+    let kernel = match (&decl.kernel, parent) {
         (Some(k), _) => k.value,
         (None, Some(p)) => p.kernel,
         (None, None) => {
@@ -296,7 +334,7 @@ fn resolve(name: &str, decls: &BTreeMap<String, PlatformDecl>, chain: &mut Vec<S
             .help("add `kernel \"6.1\"` (the Linux version it is based on)"))
         }
     };
-    if let (Some(k), Some(p)) = (&decl.kernel, &parent) {
+    if let (Some(k), Some(p)) = (&decl.kernel, parent) {
         if k.value < p.kernel {
             return Err(Problem::new(
                 "vmc::platform::impossible",
@@ -310,21 +348,21 @@ fn resolve(name: &str, decls: &BTreeMap<String, PlatformDecl>, chain: &mut Vec<S
             .help("a platform inherits only from an older or equal kernel; add backports instead"));
         }
     }
-    let mut tap_offloads = parent.as_ref().map(|p| p.tap_offloads.clone()).unwrap_or_default();
+    let mut tap_offloads = parent.map(|p| p.tap_offloads.clone()).unwrap_or_default();
     tap_offloads.extend(decl.tap_offloads.iter().copied());
-    let mut kvm_capabilities = parent.as_ref().map(|p| p.kvm_capabilities.clone()).unwrap_or_default();
+    let mut kvm_capabilities = parent.map(|p| p.kvm_capabilities.clone()).unwrap_or_default();
     kvm_capabilities.extend(decl.kvm_capabilities.iter().cloned());
-    let cpu_features = match (&decl.cpu_features, &parent) {
+    let cpu_features = match (&decl.cpu_features, parent) {
         (Some(f), _) => Some(f.iter().cloned().collect()),
         (None, Some(p)) => p.cpu_features.clone(),
         (None, None) => None,
     };
-    Ok(Platform {
-        name: name.to_string(),
+    let platform = Platform {
+        name: name.clone(),
         description: decl
             .description
             .clone()
-            .or_else(|| parent.as_ref().map(|p| p.description.clone()))
+            .or_else(|| parent.map(|p| p.description.clone()))
             .unwrap_or_default(),
         kernel,
         inherits: decl.inherits.as_ref().map(|p| p.value.clone()),
@@ -332,7 +370,33 @@ fn resolve(name: &str, decls: &BTreeMap<String, PlatformDecl>, chain: &mut Vec<S
         kvm_capabilities,
         cpu_features,
         source: decl.origin.clone(),
-    })
+    };
+    if let Some(why) = impossible(&platform) {
+        return Err(Problem::new(
+            "vmc::platform::impossible",
+            format!("platform `{name}` describes an impossible host: {why}"),
+        )
+        .at(&decl.source, decl.name.span)
+        .label("impossible")
+        .help("a probe file is written by `vmc probe`; re-probe the host rather than editing it"));
+    }
+    Ok(platform)
+}
+
+/// Why no Linux host could be like this, if so (the kernel's `TUNSETOFFLOAD` rules).
+fn impossible(p: &Platform) -> Option<String> {
+    use TapOffload::*;
+    let has = |o| p.tap_offloads.contains(&o);
+    if !has(Csum) && !p.tap_offloads.is_empty() {
+        return Some("TAP offloads without csum (the kernel accepts none without TUN_F_CSUM)".into());
+    }
+    if has(Uso4) != has(Uso6) {
+        return Some("only one of uso4 and uso6 (the kernel accepts them only together)".into());
+    }
+    if has(TsoEcn) && !has(Tso4) && !has(Tso6) {
+        return Some("tso-ecn without tso4 or tso6".into());
+    }
+    None
 }
 
 const PLATFORM_NODES: &[&str] = &[
@@ -345,6 +409,9 @@ const PLATFORM_NODES: &[&str] = &[
 ];
 
 fn parse_file(source: &SourceFile, origin: PlatformSource) -> Result<Vec<PlatformDecl>, Problems> {
+    if source.name().ends_with(".json") {
+        return parse_json(source, origin).map(|d| vec![d]).map_err(Problems::from);
+    }
     let doc = kdlread::parse(source, "a platform document (`platform \"NAME\" { ... }`)")?;
     let mut problems = Collector::default();
     let mut decls = Vec::new();
@@ -393,6 +460,178 @@ fn parse_file(source: &SourceFile, origin: PlatformSource) -> Result<Vec<Platfor
     problems.finish(decls)
 }
 
+/// Keys of a platform in JSON (`vmc probe --json`); the informational ones are read and
+/// not kept.
+const JSON_KEYS: &[&str] = &[
+    "format",
+    "name",
+    "description",
+    "inherits",
+    "kernel",
+    "tap-offloads",
+    "kvm-capabilities",
+    "cpu-features",
+    "kernel-release",
+    "kvm-api-version",
+    "unmeasured",
+];
+
+/// A platform written as JSON, as `vmc probe --json` prints it.
+fn parse_json(source: &SourceFile, origin: PlatformSource) -> Result<PlatformDecl, Problem> {
+    use serde_json::Value as Json;
+    let text = source.text();
+    // JSON parsing keeps no spans: point at a value by finding it in the text.
+    let span_of = |needle: &str| -> SourceSpan {
+        let quoted = format!("\"{needle}\"");
+        text.find(&quoted)
+            .map_or(SourceSpan::from((0, 0)), |i| SourceSpan::from((i, quoted.len())))
+    };
+    let fail = |code: &'static str, message: String, at: SourceSpan| Problem::new(code, message).at(source, at);
+    let value: Json = serde_json::from_str(text).map_err(|e| {
+        let line_start: usize = text.lines().take(e.line().saturating_sub(1)).map(|l| l.len() + 1).sum();
+        let offset = (line_start + e.column().saturating_sub(1)).min(text.len());
+        fail(
+            "vmc::platform::json",
+            format!("{} is not valid JSON: {e}", source.name()),
+            SourceSpan::from((offset, 0)),
+        )
+    })?;
+    let obj = value.as_object().ok_or_else(|| {
+        Problem::new(
+            "vmc::platform::json",
+            format!("{} is not a JSON object (a probe file)", source.name()),
+        )
+    })?;
+    if let Some(key) = obj.keys().find(|k| !JSON_KEYS.contains(&k.as_str())) {
+        return Err(fail(
+            "vmc::platform::json",
+            format!("unknown key `{key}` in a platform file"),
+            span_of(key),
+        )
+        .help(format!("known keys: {}", JSON_KEYS.join(", "))));
+    }
+    match obj.get("format").and_then(Json::as_u64) {
+        Some(PLATFORM_FORMAT) => {}
+        Some(other) => {
+            return Err(fail(
+                "vmc::platform::format",
+                format!("platform document format {other} is not supported (this vmc reads format {PLATFORM_FORMAT})"),
+                span_of("format"),
+            )
+            .help("produce the file with this vmc version (`vmc probe --json`), or upgrade vmc"))
+        }
+        None => {
+            return Err(Problem::new(
+                "vmc::platform::format",
+                format!("{} has no `format` number: is it a probe file?", source.name()),
+            ))
+        }
+    }
+    let string = |key: &str| -> Result<Option<Spanned<String>>, Problem> {
+        match obj.get(key) {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::String(s)) => Ok(Some(Spanned::new(s.clone(), span_of(s)))),
+            Some(_) => Err(fail(
+                "vmc::platform::json",
+                format!("`{key}` must be a string"),
+                span_of(key),
+            )),
+        }
+    };
+    let strings = |key: &str| -> Result<Option<Vec<Spanned<String>>>, Problem> {
+        match obj.get(key) {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::Array(items)) => items
+                .iter()
+                .map(|i| match i {
+                    Json::String(s) => Ok(Spanned::new(s.clone(), span_of(s))),
+                    _ => Err(fail(
+                        "vmc::platform::json",
+                        format!("`{key}` must list strings"),
+                        span_of(key),
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(fail(
+                "vmc::platform::json",
+                format!("`{key}` must be a list"),
+                span_of(key),
+            )),
+        }
+    };
+    let name = string("name")?
+        .ok_or_else(|| Problem::new("vmc::platform::json", format!("{} has no `name`", source.name())))?;
+    check_platform_name(source, &name)?;
+    let kernel = match string("kernel")? {
+        Some(k) => Some(Spanned::new(
+            KernelVersion::parse(&k.value).ok_or_else(|| {
+                fail(
+                    "vmc::platform::kernel",
+                    format!("`{}` is not a kernel version", k.value),
+                    k.span,
+                )
+            })?,
+            k.span,
+        )),
+        None => None,
+    };
+    let tap_offloads = strings("tap-offloads")?
+        .unwrap_or_default()
+        .iter()
+        .map(|o| offload(source, o))
+        .collect::<Result<_, _>>()?;
+    let cpu_features = match strings("cpu-features")? {
+        Some(list) => Some(
+            list.iter()
+                .map(|f| cpu_feature(source, f))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        None => None,
+    };
+    Ok(PlatformDecl {
+        name,
+        description: string("description")?.map(|d| d.value),
+        kernel,
+        inherits: string("inherits")?,
+        tap_offloads,
+        kvm_capabilities: strings("kvm-capabilities")?
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.value)
+            .collect(),
+        cpu_features,
+        source: source.clone(),
+        origin,
+    })
+}
+
+fn offload(source: &SourceFile, s: &Spanned<String>) -> Result<TapOffload, Problem> {
+    TapOffload::from_name(&s.value).ok_or_else(|| {
+        let known: Vec<&str> = TapOffload::ALL.iter().map(|o| o.name()).collect();
+        Problem::new("vmc::platform::offload", format!("unknown TAP offload `{}`", s.value))
+            .at(source, s.span)
+            .label("unknown offload")
+            .help(match crate::diagnostic::did_you_mean(&s.value, known.iter().copied()) {
+                Some(close) => format!("did you mean `{close}`? known offloads: {}", known.join(", ")),
+                None => format!("known offloads: {}", known.join(", ")),
+            })
+    })
+}
+
+fn cpu_feature(source: &SourceFile, s: &Spanned<String>) -> Result<String, Problem> {
+    match crate::cpu::feature(&s.value) {
+        Some(_) => Ok(s.value.clone()),
+        None => Err(Problem::new(
+            "vmc::platform::cpu-feature",
+            format!("unknown CPU feature `{}`", s.value),
+        )
+        .at(source, s.span)
+        .label("unknown feature")
+        .suggest(&s.value, crate::cpu::FEATURES.iter().map(|f| f.name))),
+    }
+}
+
 fn parse_platform(r: &NodeReader<'_>, origin: PlatformSource) -> Result<PlatformDecl, Problem> {
     let name = r.string()?;
     check_platform_name(r.source, &name)?;
@@ -428,37 +667,20 @@ fn parse_platform(r: &NodeReader<'_>, origin: PlatformSource) -> Result<Platform
             }
             "tap-offloads" => {
                 for s in c.strings()? {
-                    let offload = TapOffload::from_name(&s.value).ok_or_else(|| {
-                        Problem::new("vmc::platform::offload", format!("unknown TAP offload `{}`", s.value))
-                            .at(r.source, s.span)
-                            .label("unknown offload")
-                            .suggest(&s.value, TapOffload::ALL.iter().map(|o| o.name()))
-                            .help(format!(
-                                "known offloads: {}",
-                                TapOffload::ALL.iter().map(|o| o.name()).collect::<Vec<_>>().join(", ")
-                            ))
-                    })?;
-                    decl.tap_offloads.push(offload);
+                    decl.tap_offloads.push(offload(r.source, &s)?);
                 }
             }
             "kvm-capabilities" => {
                 decl.kvm_capabilities.extend(c.strings()?.into_iter().map(|s| s.value));
             }
             "cpu-features" => {
-                let mut features = Vec::new();
-                for s in c.strings()? {
-                    if crate::cpu::feature(&s.value).is_none() {
-                        return Err(Problem::new(
-                            "vmc::platform::cpu-feature",
-                            format!("unknown CPU feature `{}`", s.value),
-                        )
-                        .at(r.source, s.span)
-                        .label("unknown feature")
-                        .suggest(&s.value, crate::cpu::FEATURES.iter().map(|f| f.name)));
-                    }
-                    features.push(s.value);
-                }
-                decl.cpu_features = Some(features);
+                let features = c.strings()?;
+                decl.cpu_features = Some(
+                    features
+                        .iter()
+                        .map(|f| cpu_feature(r.source, f))
+                        .collect::<Result<Vec<_>, _>>()?,
+                );
             }
             other => {
                 return Err(c
