@@ -2,4 +2,8 @@
 //!
 //! The runtime depends on the compiler's ABI types, never the other way round.
 
+pub mod boot;
+pub mod devices;
 pub mod host;
+pub mod selftest;
+pub mod vm;

@@ -1,0 +1,229 @@
+//! Stopping a running VM: why it stopped, who asked, and how vCPU threads are kicked
+//! out of `KVM_RUN`.
+//!
+//! Anything may ask a VM to stop: a device (the debug-exit port, the i8042 reset
+//! line), a vCPU (triple fault), another thread ([`RunControl::request_stop`]) or
+//! SIGINT/SIGTERM (after [`install_stop_signal_handlers`]). Each request wakes the
+//! thread in `Vm::run`, which sets the stop flag, kicks every vCPU thread and joins
+//! them. The first reason given wins.
+//!
+//! Kicking follows the KVM API's recipe: the kick signal's handler sets the vCPU's
+//! `kvm_run.immediate_exit`, so a signal that lands just before `KVM_RUN` is not lost
+//! (`KVM_RUN` then returns `EINTR` at once), and one that lands inside it interrupts it.
+
+use std::cell::Cell;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use libc::{c_int, c_void, siginfo_t};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::signal::{register_signal_handler, SIGRTMIN};
+
+/// Why a VM stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The guest wrote `code` to the debug-exit port ([`crate::devices::debug_exit::DEBUG_EXIT_PORT`]).
+    DebugExit(u8),
+    /// The guest pulsed the reset line through the i8042 (port 0x64, command 0xfe)
+    /// or KVM reported a reset system event. vmc does not reboot; the VM ends.
+    Reset,
+    /// The vCPU shut down (triple fault) or KVM reported a shutdown system event.
+    Shutdown,
+    /// The only way on was an interrupt that can never come: `hlt` without the
+    /// in-kernel irqchip.
+    Halted,
+    /// The host asked ([`RunControl::request_stop`]).
+    Stopped,
+    /// The process received this signal (SIGINT, SIGTERM).
+    Signal(i32),
+}
+
+impl StopReason {
+    /// The process exit code `vmc run` should end with.
+    ///
+    /// Convention: a debug-exit write of `v` gives exit code `v` (so the guest's 0 is
+    /// success; QEMU's isa-debug-exit would report `(v << 1) | 1` instead). A reset
+    /// or host-requested stop is a clean end: 0. A halted vCPU is 0 too (the guest
+    /// chose to stop). A triple fault is 3. A signal `n` gives `128 + n`, the shell's
+    /// convention.
+    pub fn exit_code(&self) -> i32 {
+        match *self {
+            StopReason::DebugExit(v) => i32::from(v),
+            StopReason::Reset | StopReason::Stopped | StopReason::Halted => 0,
+            StopReason::Shutdown => 3,
+            StopReason::Signal(n) => 128 + n,
+        }
+    }
+}
+
+/// The shared stop state of one VM.
+#[derive(Debug)]
+pub struct RunControl {
+    stopping: AtomicBool,
+    reason: Mutex<Option<StopReason>>,
+    wake: EventFd,
+}
+
+impl RunControl {
+    pub(crate) fn new() -> io::Result<Self> {
+        Ok(Self {
+            stopping: AtomicBool::new(false),
+            reason: Mutex::new(None),
+            wake: EventFd::new(EFD_NONBLOCK)?,
+        })
+    }
+
+    /// Asks the VM to stop for `reason`; the first reason given is kept.
+    /// Safe to call from any thread, any number of times.
+    pub fn request_stop(&self, reason: StopReason) {
+        {
+            let mut slot = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert(reason);
+        }
+        self.stopping.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Marks the VM as stopping without giving a reason (a vCPU failed; its error
+    /// is what `Vm::run` reports).
+    pub(crate) fn begin_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether a stop was requested.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// The reason the VM stops, once one was given.
+    pub fn reason(&self) -> Option<StopReason> {
+        *self.reason.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn wake(&self) {
+        // Failure means the counter is saturated: the waiter is woken anyway.
+        let _ = self.wake.write(1);
+    }
+
+    /// Blocks until something asks the VM to stop (or a vCPU thread ends).
+    pub(crate) fn wait(&self, signals: &SignalRegistration) {
+        let mut pfd = libc::pollfd {
+            fd: self.wake.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            if let Some(signal) = signals.pending_signal() {
+                self.request_stop(StopReason::Signal(signal));
+            }
+            if self.is_stopping() {
+                return;
+            }
+            // SAFETY: one valid pollfd, and its count.
+            let ret = unsafe { libc::poll(&mut pfd, 1, -1) };
+            if ret > 0 {
+                let _ = self.wake.read();
+            }
+            // Woken, or EINTR: look again at what happened.
+        }
+    }
+}
+
+// ----- SIGINT / SIGTERM ------------------------------------------------------------
+
+/// Running VMs' wake eventfds, for the async-signal-safe handler (which may only
+/// load atomics and call `write`). -1 marks a free slot.
+const MAX_RUNNING_VMS: usize = 64;
+static STOP_FDS: [AtomicI32; MAX_RUNNING_VMS] = [const { AtomicI32::new(-1) }; MAX_RUNNING_VMS];
+/// The last SIGINT/SIGTERM received, and how many were received in all.
+static LAST_SIGNAL: AtomicI32 = AtomicI32::new(0);
+static SIGNAL_COUNT: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn on_stop_signal(num: c_int, _: *mut siginfo_t, _: *mut c_void) {
+    LAST_SIGNAL.store(num, Ordering::SeqCst);
+    SIGNAL_COUNT.fetch_add(1, Ordering::SeqCst);
+    let one = 1u64.to_ne_bytes();
+    for slot in &STOP_FDS {
+        let fd = slot.load(Ordering::SeqCst);
+        if fd >= 0 {
+            // SAFETY: write(2) is async-signal-safe; the buffer is 8 valid bytes.
+            unsafe { libc::write(fd, one.as_ptr().cast(), one.len()) };
+        }
+    }
+}
+
+/// Makes SIGINT and SIGTERM stop every running VM cleanly (each `Vm::run` returns
+/// with [`StopReason::Signal`]) instead of killing the process. Call once, early.
+pub fn install_stop_signal_handlers() -> io::Result<()> {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        register_signal_handler(signal, on_stop_signal).map_err(io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// A running VM's entry in [`STOP_FDS`]; removed on drop.
+pub(crate) struct SignalRegistration {
+    slot: Option<usize>,
+    /// [`SIGNAL_COUNT`] when the VM started: only later signals stop it.
+    signals_before: u64,
+}
+
+impl SignalRegistration {
+    /// Registers `control` so that stop signals wake it. With every slot taken the
+    /// VM still runs; it just cannot be stopped by a signal.
+    pub(crate) fn new(control: &RunControl) -> Self {
+        let signals_before = SIGNAL_COUNT.load(Ordering::SeqCst);
+        let fd = control.wake.as_raw_fd();
+        let slot = STOP_FDS.iter().position(|slot| {
+            slot.compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        });
+        Self { slot, signals_before }
+    }
+
+    /// A stop signal received since this VM started, if any.
+    fn pending_signal(&self) -> Option<i32> {
+        (SIGNAL_COUNT.load(Ordering::SeqCst) > self.signals_before).then(|| LAST_SIGNAL.load(Ordering::SeqCst))
+    }
+}
+
+impl Drop for SignalRegistration {
+    fn drop(&mut self) {
+        if let Some(i) = self.slot {
+            STOP_FDS[i].store(-1, Ordering::SeqCst);
+        }
+    }
+}
+
+// ----- kicking vCPU threads --------------------------------------------------------
+
+thread_local! {
+    /// This vCPU thread's `kvm_run.immediate_exit`, for the kick handler.
+    static IMMEDIATE_EXIT: Cell<*mut u8> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// The signal that kicks a vCPU thread out of `KVM_RUN`.
+pub(crate) fn kick_signal() -> c_int {
+    SIGRTMIN()
+}
+
+extern "C" fn on_kick(_: c_int, _: *mut siginfo_t, _: *mut c_void) {
+    let flag = IMMEDIATE_EXIT.with(Cell::get);
+    if !flag.is_null() {
+        // SAFETY: the pointer is this thread's mapped kvm_run, set by
+        // `set_immediate_exit_target` for as long as the vCPU lives on this thread.
+        unsafe { std::ptr::write_volatile(flag, 1) };
+    }
+}
+
+/// Installs the kick handler (idempotent).
+pub(crate) fn install_kick_handler() -> io::Result<()> {
+    register_signal_handler(kick_signal(), on_kick).map_err(io::Error::from)
+}
+
+/// Points this thread's kick handler at its vCPU's `immediate_exit` (null to clear).
+pub(crate) fn set_immediate_exit_target(flag: *mut u8) {
+    IMMEDIATE_EXIT.with(|cell| cell.set(flag));
+}

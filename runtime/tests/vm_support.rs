@@ -1,0 +1,108 @@
+//! Helpers shared by the vm_*/boot_* tests (included with `#[path]`), and the tests
+//! of the helpers themselves.
+#![allow(dead_code)]
+
+use std::fs::OpenOptions;
+
+use linux_loader::loader::bootparam::setup_header;
+use vm_memory::ByteValued;
+use vmc_runtime::boot::bzimage::LOADED_HIGH;
+
+use vmc_runtime::devices::serial::CaptureBuffer;
+use vmc_runtime::selftest;
+use vmc_runtime::vm::{RunOutcome, Vm, VmConfig};
+
+/// Whether a test that needs `what` may run. Where it is missing the test prints
+/// why and returns early, except under CI (`CI=true`), where missing is a failure.
+pub fn host_has(what: &str, available: bool, test: &str) -> bool {
+    if available {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: {what} is not available and CI=true, so this is a failure, not a skip");
+    }
+    eprintln!("SKIPPED {test}: {what} is not available on this host");
+    false
+}
+
+/// `host_has` for a usable /dev/kvm.
+pub fn kvm_usable(test: &str) -> bool {
+    let ok = OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
+    host_has("/dev/kvm (read-write)", ok, test)
+}
+
+/// Result of booting the self-test guest.
+pub struct SelftestRun {
+    pub outcome: RunOutcome,
+    pub serial: String,
+    pub vm: Vm,
+}
+
+impl SelftestRun {
+    /// The serial output's lines.
+    pub fn lines(&self) -> Vec<&str> {
+        self.serial.lines().collect()
+    }
+}
+
+/// Boots the self-test guest through the PVH loader in a fresh VM.
+pub fn boot_selftest(config: &VmConfig, cmdline: &str) -> SelftestRun {
+    boot_selftest_in(Vm::new(config).expect("create VM"), cmdline)
+}
+
+/// Boots the self-test guest through the PVH loader in `vm` (which may already
+/// have devices).
+pub fn boot_selftest_in(mut vm: Vm, cmdline: &str) -> SelftestRun {
+    let serial = CaptureBuffer::new();
+    vm.add_legacy_devices(Box::new(serial.clone())).expect("legacy devices");
+    let image = selftest::build_image().expect("self-test image");
+    vm.load_kernel(&image, cmdline, None).expect("load self-test");
+    let outcome = vm.run().expect("run");
+    SelftestRun {
+        outcome,
+        serial: serial.text(),
+        vm,
+    }
+}
+
+/// Setup sectors of [`synthetic_bzimage`]s.
+pub const SETUP_SECTS: u8 = 4;
+
+/// A bzImage with a real setup header (loaded high at 1 MiB) whose protected-mode
+/// part is `payload`.
+pub fn synthetic_bzimage(version: u16, xloadflags: u16, initrd_addr_max: u32, payload: &[u8]) -> Vec<u8> {
+    let hdr = setup_header {
+        setup_sects: SETUP_SECTS,
+        boot_flag: 0xaa55,
+        header: 0x5372_6448, // "HdrS"
+        version,
+        loadflags: LOADED_HIGH,
+        code32_start: 0x10_0000,
+        initrd_addr_max,
+        kernel_alignment: 0x20_0000,
+        relocatable_kernel: 1,
+        xloadflags,
+        cmdline_size: 2047,
+        init_size: 0x40_0000,
+        ..Default::default()
+    };
+    let setup_len = (usize::from(SETUP_SECTS) + 1) * 512;
+    let mut image = vec![0u8; setup_len];
+    image[0x1f1..0x1f1 + std::mem::size_of::<setup_header>()].copy_from_slice(hdr.as_slice());
+    image.extend_from_slice(payload);
+    image
+}
+
+#[test]
+fn a_missing_facility_skips_locally_and_fails_under_ci() {
+    assert!(host_has("thing", true, "t"));
+    let under_ci = std::env::var("CI").as_deref() == Ok("true");
+    let result = std::panic::catch_unwind(|| host_has("thing", false, "t"));
+    match result {
+        Ok(ran) => {
+            assert!(!under_ci, "must fail under CI");
+            assert!(!ran, "must skip");
+        }
+        Err(_) => assert!(under_ci, "must only fail under CI"),
+    }
+}
