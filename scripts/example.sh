@@ -2,7 +2,7 @@
 # The main job: compile an example spec for two host platforms and show what differs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --locked --quiet
+cargo build --release --quiet
 vmc=target/release/vmc
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT

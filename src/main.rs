@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod lower_cmd;
 use vmc_compiler::diagnostic::Problem;
 use vmc_compiler::{kdlread, machine, platform, AbiDocument, CompileInput, PlatformRegistry, Problems, SourceFile};
 
@@ -92,6 +94,24 @@ enum Command {
     },
     /// Can this host run FILE? Exit 0 if so; 1 and every missing capability if not.
     Check { file: PathBuf },
+    /// Execute FILE on KVM, exactly as the document says, or refuse before creating
+    /// anything. A spec (.kdl) is compiled for this host first. Exits with the guest's
+    /// exit code (debug-exit port 0xf4; 128+N when stopped by signal N).
+    Run {
+        file: PathBuf,
+        #[command(flatten)]
+        paths: PlatformPaths,
+        /// Print timings and VM exit counts on stderr at the end.
+        #[arg(long)]
+        stats: bool,
+    },
+    /// Write vmc's self-test guest, a tiny PVH kernel that drives its virtio-net device
+    /// and reports on the serial port (see specs/selftest.kdl).
+    SelftestGuest {
+        /// Where to write the ELF image.
+        #[arg(short, long, value_name = "OUT")]
+        output: PathBuf,
+    },
     /// Which of these hosts (probe files from `vmc probe`) can run FILE, and why not the
     /// others. Exit 0 if at least one can, 1 if none can.
     Place {
@@ -102,6 +122,21 @@ enum Command {
         paths: PlatformPaths,
         #[arg(long)]
         json: bool,
+    },
+    /// The QEMU command line that gives the guest exactly FILE's ABI, every property explicit.
+    Lower {
+        file: PathBuf,
+        /// The lowering target (only `qemu`: QEMU 10, machine microvm).
+        #[arg(long, value_name = "TARGET", default_value = "qemu")]
+        to: String,
+        /// The arguments after the binary name, as a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The virtio-net properties a spec may set: values, feature bits, requirements.
+    Properties {
+        /// Only this property.
+        name: Option<String>,
     },
     /// The machine types and their full default tables.
     Machines {
@@ -206,6 +241,18 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Probe { name, json } => probe(&name, json),
+        Command::Run { file, paths, stats } => run_vm(&file, &paths, stats),
+        Command::SelftestGuest { output } => {
+            let image = vmc_runtime::selftest::build_image()
+                .map_err(|e| Failure::Message(format!("cannot assemble the self-test guest: {e}")))?;
+            write_atomically(&output, &image)?;
+            eprintln!(
+                "wrote the self-test guest ({} bytes) to {}",
+                image.len(),
+                output.display()
+            );
+            Ok(0)
+        }
         Command::Check { file } => {
             let doc = read_document(&file)?;
             let host = measure_host();
@@ -217,6 +264,30 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                 print!("{}", vmc_compiler::check::render(&shortfalls, "this host"));
                 Ok(1)
             }
+        }
+        Command::Lower { file, to, json } => {
+            let doc = read_document(&file)?;
+            print!("{}", lower_cmd::run(&file, &to, json, &doc)?);
+            Ok(0)
+        }
+        Command::Properties { name } => {
+            let rows: Vec<&vmc_compiler::schema::Property> = match &name {
+                Some(n) => vec![vmc_compiler::schema::property(n).ok_or_else(|| {
+                    let known = vmc_compiler::schema::VIRTIO_NET.iter().map(|p| p.name);
+                    Failure::Message(match vmc_compiler::diagnostic::did_you_mean(n, known) {
+                        Some(close) => format!("unknown property `{n}`; did you mean `{close}`?"),
+                        None => format!("unknown property `{n}`; `vmc properties` lists them all"),
+                    })
+                })?],
+                None => vmc_compiler::schema::VIRTIO_NET.iter().collect(),
+            };
+            for (i, p) in rows.iter().enumerate() {
+                if i > 0 {
+                    println!();
+                }
+                print!("{}", vmc_compiler::explain::describe(p));
+            }
+            Ok(0)
         }
         Command::Machines { name } => {
             let names: Vec<&str> = match &name {
@@ -284,12 +355,7 @@ fn compile(
             (chosen, vec![("this host".to_string(), host)], false)
         }
     };
-    let spec_dir = spec_path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let base_dir = std::fs::canonicalize(spec_dir)
-        .map_err(|e| Failure::Message(format!("cannot resolve the directory of {}: {e}", spec_path.display())))?;
+    let base_dir = spec_dir(spec_path)?;
     let doc = vmc_compiler::compile(&CompileInput {
         spec: &source,
         platform,
@@ -415,6 +481,70 @@ fn platforms(registry: &PlatformRegistry, json: bool) {
             p.description
         );
     }
+}
+
+fn run_vm(file: &Path, paths: &PlatformPaths, stats: bool) -> Result<u8, Failure> {
+    let probe = vmc_runtime::host::HostProbe::measure();
+    let host = probe.to_platform(vmc_runtime::host::platform::DEFAULT_NAME);
+    let doc = if file.extension().is_some_and(|e| e == "kdl") {
+        let source = read_source(file)?;
+        let registry = registry(paths)?;
+        let platform = vmc_compiler::check::choose_platform(&registry, &[&host]).ok_or_else(|| {
+            Failure::Message("this host supports none of the known platforms; see `vmc platforms --host`".into())
+        })?;
+        let base_dir = spec_dir(file)?;
+        let doc = vmc_compiler::compile(&CompileInput {
+            spec: &source,
+            platform,
+            registry: &registry,
+            base_dir: Some(&base_dir),
+        })?;
+        eprintln!(
+            "compiled {} for `{}`: running {}",
+            file.display(),
+            platform.name,
+            doc.hash
+        );
+        doc
+    } else {
+        read_document(file)?
+    };
+    vmc_runtime::vm::control::install_stop_signal_handlers()
+        .map_err(|e| Failure::Message(format!("cannot install signal handlers: {e}")))?;
+    let report =
+        vmc_runtime::run::run(&doc, &host, Box::new(std::io::stdout())).map_err(|e| Failure::Message(e.to_string()))?;
+    let code = report.outcome.reason.exit_code();
+    if stats {
+        let e = &report.outcome.exits;
+        eprintln!(
+            "vmc: stopped by {:?} (exit code {code}); first serial byte after {}; total {}",
+            report.outcome.reason,
+            report
+                .first_output
+                .map_or("-".to_string(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3)),
+            format!("{:.1} ms", report.total.as_secs_f64() * 1e3),
+        );
+        eprintln!(
+            "vmc: {} VM exits: {} port reads, {} port writes, {} MMIO reads, {} MMIO writes, {} unclaimed, {} other",
+            e.total(),
+            e.io_in,
+            e.io_out,
+            e.mmio_read,
+            e.mmio_write,
+            e.unclaimed,
+            e.other
+        );
+    }
+    Ok(u8::try_from(code).unwrap_or(u8::MAX))
+}
+
+fn spec_dir(spec_path: &Path) -> Result<PathBuf, Failure> {
+    let dir = spec_path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::canonicalize(dir)
+        .map_err(|e| Failure::Message(format!("cannot resolve the directory of {}: {e}", spec_path.display())))
 }
 
 /// Reads host descriptions (probe files), each with the name it is shown under.

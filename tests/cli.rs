@@ -439,3 +439,47 @@ fn help_describes_every_command() {
     let o = vmc(&["compile", "--help"]);
     assert!(stdout(&o).contains("--platform-path"));
 }
+
+#[test]
+fn properties_documents_each_schema_row() {
+    let o = vmc(&["properties", "host-uso"]);
+    assert!(o.status.success());
+    let out = stdout(&o);
+    assert!(out.contains("virtio feature bit 56 (HOST_USO)"), "{out}");
+    assert!(out.contains("needs TAP offload uso4+uso6"), "{out}");
+    let o = vmc(&["properties"]);
+    for p in vmc_compiler::schema::VIRTIO_NET {
+        assert!(stdout(&o).contains(&format!("{}: ", p.name)), "{}", p.name);
+    }
+    let o = vmc(&["properties", "host-usoo"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("did you mean `host-uso`?"));
+}
+
+#[test]
+fn lower_prints_one_shell_line_or_a_json_argument_list() {
+    let s = Scratch::new("lower");
+    let abi = compiled(&s, "web.kdl", "linux-6.9");
+    let o = vmc(&["lower", &abi, "--to", "qemu"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let line = stdout(&o);
+    assert_eq!(line.lines().count(), 1);
+    assert!(line.starts_with("qemu-system-x86_64 -M microvm,"), "{line}");
+    assert!(line.contains("host_uso=on"), "{line}");
+    let o = vmc(&["lower", &abi, "--json"]);
+    let args: Vec<String> = serde_json::from_str(&stdout(&o)).unwrap();
+    let device = args
+        .iter()
+        .find(|a| a.starts_with("virtio-net-device,"))
+        .expect("a virtio-net device");
+    // Every schema property is explicit.
+    for p in vmc_compiler::schema::VIRTIO_NET {
+        assert!(
+            device.contains(&format!(",{}=", p.qemu)),
+            "{} missing from {device}",
+            p.qemu
+        );
+    }
+    let o = vmc(&["lower", &abi, "--to", "firecracker"]);
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -158,8 +158,16 @@ pub fn render(shortfalls: &[Shortfall], host: &str) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        // One line per distinct set of values in need, listing what they lack.
+        let mut needs: Vec<(&Vec<String>, Vec<&str>)> = Vec::new();
         for s in items {
-            out += &format!("    {:24} needed by {}\n", s.capability, s.needed_by.join(", "));
+            match needs.iter_mut().find(|(n, _)| *n == &s.needed_by) {
+                Some((_, caps)) => caps.push(&s.capability),
+                None => needs.push((&s.needed_by, vec![&s.capability])),
+            }
+        }
+        for (needed_by, caps) in needs {
+            out += &format!("    {} needed by {}\n", caps.join(", "), needed_by.join(", "));
         }
     }
     out

@@ -35,26 +35,46 @@ pub fn explain(doc: &AbiDocument, filter: Option<&str>) -> Result<String, Proble
         out += &format!("{path:width$} = {}\n{:width$}   from {origin}\n", show_json(value), "");
     }
     if let Some(p) = filter.and_then(|f| schema::property(f.rsplit('.').next().unwrap_or(f))) {
-        out += &format!("\n{}: {}\n", p.name, p.doc);
-        if let Some(bit) = p.feature_bit {
-            out += &format!(
-                "  virtio feature bit {bit} ({})\n",
-                schema::feature_name(bit).unwrap_or("?")
-            );
-        }
-        for group in p.requires {
-            out += &format!("  requires {}\n", group.join(" or "));
-        }
-        if !p.tap_offloads.is_empty() {
-            let names: Vec<_> = p.tap_offloads.iter().map(|o| o.name()).collect();
-            out += &format!("  needs TAP offload {}\n", names.join("+"));
-        }
-        if p.platform_default.is_some() {
-            out += "  default: decided by the platform\n";
-        }
-        if let schema::Support::NotImplemented(why) = p.support {
-            out += &format!("  not implemented: {why}\n");
-        }
+        out += "\n";
+        out += &describe(p);
     }
     Ok(out)
+}
+
+/// A property's schema row, for people: what it does, its values, its feature bit and
+/// what it needs.
+pub fn describe(p: &schema::Property) -> String {
+    let mut out = format!("{}: {}\n", p.name, p.doc);
+    let kind = match p.kind {
+        schema::ValueKind::Bool => "#true or #false".to_string(),
+        schema::ValueKind::Integer {
+            min,
+            max,
+            zero_means_off: true,
+        } => format!("0 (off) or {min}..={max}"),
+        schema::ValueKind::Integer { min, max, .. } => format!("{min}..={max}"),
+        schema::ValueKind::QueueSize { min, max } => format!("a power of two in {min}..={max}"),
+        schema::ValueKind::Mac => "a unicast MAC address".to_string(),
+    };
+    out += &format!("  values: {kind}; QEMU property `{}`\n", p.qemu);
+    if let Some(bit) = p.feature_bit {
+        out += &format!(
+            "  virtio feature bit {bit} ({})\n",
+            schema::feature_name(bit).unwrap_or("?")
+        );
+    }
+    for group in p.requires {
+        out += &format!("  requires {}\n", group.join(" or "));
+    }
+    if !p.tap_offloads.is_empty() {
+        let names: Vec<_> = p.tap_offloads.iter().map(|o| o.name()).collect();
+        out += &format!("  needs TAP offload {}\n", names.join("+"));
+    }
+    if p.platform_default.is_some() {
+        out += "  default: decided by the platform\n";
+    }
+    if let schema::Support::NotImplemented(why) = p.support {
+        out += &format!("  not implemented: {why}\n");
+    }
+    out
 }

@@ -7,3 +7,4 @@ pub mod devices;
 pub mod host;
 pub mod selftest;
 pub mod vm;
+pub mod run;

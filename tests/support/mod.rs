@@ -118,3 +118,50 @@ fn effective_uid() -> u32 {
         })
         .unwrap_or(u32::MAX)
 }
+
+/// The QEMU reference tests need root (a network namespace and a TAP), /dev/kvm,
+/// /dev/net/tun, `ip` and QEMU 10 or newer (`scripts/install-qemu.sh`). Without them a
+/// local run skips with a reason; under CI (CI=true) the test fails instead.
+pub fn require_qemu(test: &str) -> bool {
+    let mut missing = Vec::new();
+    if effective_uid() != 0 {
+        missing.push("needs root".to_string());
+    }
+    for dev in ["/dev/kvm", "/dev/net/tun"] {
+        if !Path::new(dev).exists() {
+            missing.push(format!("{dev} is missing"));
+        }
+    }
+    if Command::new("ip")
+        .arg("-V")
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        missing.push("`ip` (iproute2) is missing".to_string());
+    }
+    match qemu_major_version() {
+        Some(major) if major >= 10 => {}
+        Some(major) => missing.push(format!(
+            "qemu-system-x86_64 is version {major}, needs 10 (run scripts/install-qemu.sh)"
+        )),
+        None => missing.push("qemu-system-x86_64 is missing (run scripts/install-qemu.sh)".to_string()),
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let why = missing.join("; ");
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: {why} (CI=true: not skipping)");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+    false
+}
+
+/// The major version `qemu-system-x86_64 --version` reports.
+pub fn qemu_major_version() -> Option<u32> {
+    let out = Command::new("qemu-system-x86_64").arg("--version").output().ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let version = text.split("version ").nth(1)?;
+    version.split('.').next()?.trim().parse().ok()
+}

@@ -16,6 +16,7 @@
 
 pub mod bus;
 pub mod control;
+pub mod cpuid;
 pub mod layout;
 mod vcpu;
 
@@ -47,6 +48,9 @@ pub struct VmConfig {
     /// Use the in-kernel irqchip and PIT when the host has them. Without them `hlt`
     /// exits to user space (and ends the VM), and only one vCPU is possible.
     pub irqchip: bool,
+    /// CPUID feature bits to clear from what KVM supports, so the guest sees exactly
+    /// the features its ABI lists (see [`cpuid`]).
+    pub hidden_cpuid_bits: Vec<cpuid::CpuidBit>,
 }
 
 impl VmConfig {
@@ -56,6 +60,7 @@ impl VmConfig {
             memory_bytes,
             vcpus,
             irqchip: true,
+            hidden_cpuid_bits: Vec::new(),
         }
     }
 }
@@ -282,9 +287,10 @@ impl Vm {
             ));
         }
 
-        let cpuid = kvm
+        let mut cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(VmError::kvm("KVM_GET_SUPPORTED_CPUID"))?;
+        cpuid::hide(&mut cpuid, &config.hidden_cpuid_bits);
         let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
         for id in 0..config.vcpus {
             let vcpu = fd
