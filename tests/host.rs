@@ -119,3 +119,32 @@ fn check_names_every_missing_cpu_feature_and_accepts_what_the_host_can_run() {
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).starts_with("this host can run"));
 }
+
+#[test]
+fn the_host_cpu_model_takes_the_probed_features_and_is_not_migratable() {
+    let s = Scratch::new("host-model");
+    let spec = s.write("host.kdl", "vm \"pinned\" {\n    cpu-model \"host\"\n}\n");
+    // A named kernel platform says nothing about CPUs: refused, with the way out.
+    let o = vmc(&["compile", &spec, "--platform", "linux-6.9"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("takes a probed host's CPU features"),
+        "{}",
+        stderr(&o)
+    );
+    if !require_host_access("the_host_cpu_model_takes_the_probed_features_and_is_not_migratable") {
+        return;
+    }
+    let o = vmc(&["compile", &spec]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = vmc(&["show", "--json", &s.path("host.abi").display().to_string()]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["abi"]["cpu"]["model"], "host");
+    assert_eq!(v["abi"]["cpu"]["migratable"], false);
+    let probe = vmc(&["probe", "--json"]);
+    let p: serde_json::Value = serde_json::from_str(&stdout(&probe)).unwrap();
+    assert_eq!(v["abi"]["cpu"]["features"], p["cpu-features"]);
+    // This host can run its own model.
+    let o = vmc(&["check", &s.path("host.abi").display().to_string()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+}

@@ -129,17 +129,6 @@ pub fn choose_platform<'a>(registry: &'a PlatformRegistry, hosts: &[&Platform]) 
         .copied()
 }
 
-/// The CPU features of `model` that `host` cannot give a guest.
-pub fn missing_cpu_features(model: &crate::cpu::CpuModel, host: &Platform) -> Vec<&'static str> {
-    match &host.cpu_features {
-        Some(have) => crate::cpu::expand(model)
-            .into_iter()
-            .filter(|f| !have.contains(*f))
-            .collect(),
-        None => Vec::new(),
-    }
-}
-
 /// The shortfalls for people: one line per group, then each capability with what needs it.
 pub fn render(shortfalls: &[Shortfall], host: &str) -> String {
     let mut out = String::new();

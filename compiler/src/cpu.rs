@@ -116,6 +116,10 @@ pub static MODELS: &[CpuModel] = &[
     },
 ];
 
+/// The model that takes the probed host's features: not one of [`MODELS`], and not
+/// migratable.
+pub const HOST_MODEL: &str = "host";
+
 pub fn model(name: &str) -> Option<&'static CpuModel> {
     MODELS.iter().find(|m| m.name == name)
 }

@@ -65,6 +65,9 @@ pub struct Abi {
 pub struct CpuAbi {
     pub model: String,
     pub count: u64,
+    /// False for `host`: the features are one host's, so the VM can move only to hosts
+    /// with at least those, and management tools should not plan migrations for it.
+    pub migratable: bool,
     /// Sorted feature names (see `cpu::FEATURES`).
     pub features: Vec<String>,
 }
@@ -171,6 +174,7 @@ impl Abi {
             "cpu": {
                 "model": self.cpu.model,
                 "count": self.cpu.count,
+                "migratable": self.cpu.migratable,
                 "features": self.cpu.features,
             },
             "memory": self.memory,
@@ -185,6 +189,7 @@ impl Abi {
             ("machine".to_string(), json!(self.machine)),
             ("cpu.model".to_string(), json!(self.cpu.model)),
             ("cpu.count".to_string(), json!(self.cpu.count)),
+            ("cpu.migratable".to_string(), json!(self.cpu.migratable)),
             ("cpu.features".to_string(), json!(self.cpu.features)),
             ("memory".to_string(), json!(self.memory)),
         ];
@@ -311,6 +316,7 @@ impl AbiDocument {
         w += "    cpu {\n";
         w += &format!("        model {}\n", quote(&self.abi.cpu.model));
         w += &format!("        count {}\n", self.abi.cpu.count);
+        w += &format!("        migratable #{}\n", self.abi.cpu.migratable);
         w += &format!("        features {}\n", list(&self.abi.cpu.features));
         w += "    }\n";
         w += &format!("    memory {}\n", self.abi.memory);
@@ -614,7 +620,7 @@ impl<'a> DocReader<'a> {
     }
 
     fn cpu(&mut self, r: &NodeReader<'a>) -> Option<CpuAbi> {
-        let (mut model, mut count, mut features) = (None, None, None);
+        let (mut model, mut count, mut migratable, mut features) = (None, None, None, None);
         for child in r.children() {
             let c = NodeReader::new(self.source, child);
             match c.name() {
@@ -628,6 +634,7 @@ impl<'a> DocReader<'a> {
                         }
                     }))
                 }
+                "migratable" => migratable = self.problems.ok(c.boolean()).map(|b| b.value),
                 "features" => {
                     let list = self.problems.ok(c.strings())?;
                     let mut names = Vec::new();
@@ -658,6 +665,7 @@ impl<'a> DocReader<'a> {
         for (present, what) in [
             (model.is_some(), "cpu.model"),
             (count.is_some(), "cpu.count"),
+            (migratable.is_some(), "cpu.migratable"),
             (features.is_some(), "cpu.features"),
         ] {
             if !present {
@@ -667,6 +675,7 @@ impl<'a> DocReader<'a> {
         Some(CpuAbi {
             model: model?,
             count: count?,
+            migratable: migratable?,
             features: features?,
         })
     }

@@ -179,8 +179,31 @@ impl<'a> Expander<'a> {
             Some(c) => self.spec_value(c),
             None => self.machine_value(m.cpu_model.to_string(), m),
         };
-        let Some(model) = cpu::model(&model_name.value) else {
-            let known: Vec<&str> = cpu::MODELS.iter().map(|m| m.name).collect();
+        let platform = self.input.platform;
+        let features: Vec<String> = if model_name.value == cpu::HOST_MODEL {
+            match &platform.cpu_features {
+                Some(have) => have.iter().cloned().collect(),
+                None => {
+                    let mut p = Problem::new(
+                        "vmc::spec::host-cpu-model",
+                        format!(
+                            "`cpu-model \"host\"` takes a probed host's CPU features, but platform `{}` is a kernel platform that states none",
+                            platform.name
+                        ),
+                    )
+                    .help("compile on the host without --platform (vmc probes it), or name its probe file's platform (`vmc probe` output in a --platform-path directory)");
+                    if let Some(span) = model_name.span {
+                        p = p.at(self.source(), span).label("needs a probed platform");
+                    }
+                    self.problems.push(p);
+                    return None;
+                }
+            }
+        } else if let Some(model) = cpu::model(&model_name.value) {
+            cpu::expand(model).into_iter().map(str::to_string).collect()
+        } else {
+            let mut known: Vec<&str> = cpu::MODELS.iter().map(|m| m.name).collect();
+            known.push(cpu::HOST_MODEL);
             self.problems.push(
                 Problem::new(
                     "vmc::spec::unknown-cpu-model",
@@ -192,7 +215,6 @@ impl<'a> Expander<'a> {
             );
             return None;
         };
-        let features: Vec<String> = cpu::expand(model).into_iter().map(str::to_string).collect();
         if let Some(available) = &self.input.platform.cpu_features {
             let missing: Vec<&str> = features
                 .iter()
@@ -204,7 +226,7 @@ impl<'a> Expander<'a> {
                     "vmc::platform::missing-cpu-features",
                     format!(
                         "CPU model `{}` needs {} that platform `{}` cannot give a guest: {}",
-                        model.name,
+                        model_name.value,
                         if missing.len() == 1 { "a feature" } else { "features" },
                         self.input.platform.name,
                         missing.join(", ")
@@ -223,7 +245,12 @@ impl<'a> Expander<'a> {
             "cpu.features".to_string(),
             Origin::Derived(format!("CPU model {model_name} ({origin})")),
         );
+        self.origins.insert(
+            "cpu.migratable".to_string(),
+            Origin::Derived(format!("CPU model {model_name}: only `host` is not migratable")),
+        );
         Some(CpuAbi {
+            migratable: model_name != cpu::HOST_MODEL,
             model: model_name,
             count,
             features,

@@ -407,6 +407,7 @@ mod tests {
                 cpu: CpuAbi {
                     model: "x86-64-v2".to_string(),
                     count: 2,
+                    migratable: true,
                     features: cpu::expand(cpu::model("x86-64-v2").unwrap())
                         .iter()
                         .map(|s| s.to_string())
