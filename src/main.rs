@@ -361,6 +361,12 @@ fn compile(
         platform,
         registry: &registry,
         base_dir: Some(&base_dir),
+        // `cpu-model "host"` means this host only when compiling on it for itself.
+        host_cpu_features: if pool_given {
+            None
+        } else {
+            hosts.first().and_then(|(_, h)| h.cpu_features.as_ref())
+        },
     })?;
     // Every host must be able to run the result (the CPU model above all): for a pool
     // that is the point; for this host, a warning, as the VM may be meant for elsewhere.
@@ -498,6 +504,7 @@ fn run_vm(file: &Path, paths: &PlatformPaths, stats: bool) -> Result<u8, Failure
             platform,
             registry: &registry,
             base_dir: Some(&base_dir),
+            host_cpu_features: host.cpu_features.as_ref(),
         })?;
         eprintln!(
             "compiled {} for `{}`: running {}",

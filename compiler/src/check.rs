@@ -175,6 +175,7 @@ mod tests {
             platform: registry.get(platform).unwrap(),
             registry: &registry,
             base_dir: None,
+            host_cpu_features: None,
         })
         .unwrap()
     }

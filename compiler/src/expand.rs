@@ -34,6 +34,9 @@ pub struct CompileInput<'a> {
     pub registry: &'a PlatformRegistry,
     /// The absolute directory that relative boot paths in the spec start from.
     pub base_dir: Option<&'a Path>,
+    /// The CPU features of the host being compiled on, when it was probed: what
+    /// `cpu-model "host"` expands to (otherwise the platform's, if it states them).
+    pub host_cpu_features: Option<&'a std::collections::BTreeSet<String>>,
 }
 
 /// Compiles a spec for a platform into an ABI document.
@@ -181,7 +184,7 @@ impl<'a> Expander<'a> {
         };
         let platform = self.input.platform;
         let features: Vec<String> = if model_name.value == cpu::HOST_MODEL {
-            match &platform.cpu_features {
+            match self.input.host_cpu_features.or(platform.cpu_features.as_ref()) {
                 Some(have) => have.iter().cloned().collect(),
                 None => {
                     let mut p = Problem::new(

@@ -29,6 +29,7 @@ pub fn compile_named(
         platform,
         registry,
         base_dir: Some(Path::new("/vmc/specs")),
+        host_cpu_features: None,
     })
 }
 
