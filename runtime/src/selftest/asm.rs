@@ -26,6 +26,15 @@
 //! | `print_hex64`  | `edx:eax` = u64               | prints `0x…`, no leading zeros          |
 //! | `find_token`   | `esi` = text, `edi` = key     | `eax`=1, `esi` just after the key in the next space-separated token starting with it; else `eax`=0 |
 //! | `parse_num`    | `esi` = text                  | `eax` = decimal or `0x` hex number, `ecx` = digits read, `esi` advanced |
+//! | `parse_hex`    | `esi` = text                  | `eax` = hex number (no prefix), `ecx` = digits read, `esi` advanced |
+//! | `print_bits`   | `eax` = word, `ecx` = number of its bit 0 | prints ` <n>` for each set bit, ascending |
+//! | `checksum`     | `esi` = buffer, `ecx` = length (< 64 KiB), `eax` = partial sum | `eax` = folded 16-bit ones' complement sum, not inverted |
+//!
+//! `checksum` sums little-endian 16-bit loads. The Internet checksum is defined over
+//! big-endian words, but a ones' complement sum of byte-swapped words is the
+//! byte-swapped sum, so a result stored back with a little-endian 16-bit store lands
+//! in network order. Values added to `eax` up front (a pseudo-header's protocol and
+//! length) must be in that same swapped form: the big-endian field as loaded.
 
 use iced_x86::code_asm::*;
 
@@ -48,6 +57,9 @@ struct Routines {
     put_nibbles: CodeLabel,
     find_token: CodeLabel,
     parse_num: CodeLabel,
+    parse_hex: CodeLabel,
+    print_bits: CodeLabel,
+    checksum: CodeLabel,
 }
 
 /// A guest program under construction: code (then its library) at the load
@@ -90,6 +102,9 @@ impl GuestAsm {
             put_nibbles: a.create_label(),
             find_token: a.create_label(),
             parse_num: a.create_label(),
+            parse_hex: a.create_label(),
+            print_bits: a.create_label(),
+            checksum: a.create_label(),
         };
         Ok(Self {
             a,
@@ -194,6 +209,28 @@ impl GuestAsm {
         self.a.call(self.lib.parse_num)
     }
 
+    /// Parses hex digits (no prefix) at `esi` (see the module table).
+    pub fn parse_hex(&mut self) -> Result<(), IcedError> {
+        self.a.call(self.lib.parse_hex)
+    }
+
+    /// Prints ` <n>` for every set bit of `eax`, numbering its bit 0 as `ecx`.
+    pub fn print_bits(&mut self) -> Result<(), IcedError> {
+        self.a.call(self.lib.print_bits)
+    }
+
+    /// `eax` = folded ones' complement sum of `ecx` bytes at `esi`, starting from `eax`
+    /// (see the module docs for the byte order).
+    pub fn checksum(&mut self) -> Result<(), IcedError> {
+        self.a.call(self.lib.checksum)
+    }
+
+    /// Stores the low 16 bits of `eax` big-endian (network order) at `base + offset`.
+    pub fn store_be16(&mut self, base: AsmRegister32, offset: i32) -> Result<(), IcedError> {
+        self.a.mov(byte_ptr(base + offset), ah)?;
+        self.a.mov(byte_ptr(base + offset + 1), al)
+    }
+
     /// `dst = [base + offset]`, one 32-bit MMIO read.
     pub fn mmio_read32(&mut self, dst: AsmRegister32, base: AsmRegister32, offset: i32) -> Result<(), IcedError> {
         self.a.mov(dst, dword_ptr(base + offset))
@@ -243,7 +280,10 @@ impl GuestAsm {
         self.emit_print_hex()?;
         self.emit_print_hex64()?;
         self.emit_find_token()?;
-        self.emit_parse_num()
+        self.emit_parse_num()?;
+        self.emit_parse_hex()?;
+        self.emit_print_bits()?;
+        self.emit_checksum()
     }
 
     fn emit_putc(&mut self) -> Result<(), IcedError> {
@@ -462,9 +502,8 @@ impl GuestAsm {
 
     fn emit_parse_num(&mut self) -> Result<(), IcedError> {
         let mut entry = self.lib.parse_num;
+        let parse_hex = self.lib.parse_hex;
         let mut decimal = self.label();
-        let mut hex = self.label();
-        let mut hex_digit = self.label();
         let mut end = self.label();
         let a = &mut self.a;
         a.set_label(&mut entry)?;
@@ -479,22 +518,8 @@ impl GuestAsm {
         a.cmp(edx, b'x' as u32)?;
         a.jne(decimal)?;
         a.add(esi, 2)?;
-        a.set_label(&mut hex)?;
-        a.movzx(edx, byte_ptr(esi))?;
-        a.lea(ebx, ptr(edx - b'0' as i32))?;
-        a.cmp(ebx, 9u32)?;
-        a.jbe(hex_digit)?;
-        a.or(edx, 0x20u32)?;
-        a.lea(ebx, ptr(edx - b'a' as i32))?;
-        a.cmp(ebx, 5u32)?;
-        a.ja(end)?;
-        a.add(ebx, 10u32)?;
-        a.set_label(&mut hex_digit)?;
-        a.shl(eax, 4)?;
-        a.or(eax, ebx)?;
-        a.inc(esi)?;
-        a.inc(ecx)?;
-        a.jmp(hex)?;
+        a.call(parse_hex)?;
+        a.jmp(end)?;
         a.set_label(&mut decimal)?;
         a.movzx(edx, byte_ptr(esi))?;
         a.lea(ebx, ptr(edx - b'0' as i32))?;
@@ -508,6 +533,110 @@ impl GuestAsm {
         a.set_label(&mut end)?;
         a.pop(edx)?;
         a.pop(ebx)?;
+        a.ret()
+    }
+
+    fn emit_parse_hex(&mut self) -> Result<(), IcedError> {
+        let mut entry = self.lib.parse_hex;
+        let mut next = self.label();
+        let mut digit = self.label();
+        let mut end = self.label();
+        let a = &mut self.a;
+        a.set_label(&mut entry)?;
+        a.push(ebx)?;
+        a.push(edx)?;
+        a.xor(eax, eax)?;
+        a.xor(ecx, ecx)?;
+        a.set_label(&mut next)?;
+        a.movzx(edx, byte_ptr(esi))?;
+        a.lea(ebx, ptr(edx - b'0' as i32))?;
+        a.cmp(ebx, 9u32)?;
+        a.jbe(digit)?;
+        a.or(edx, 0x20u32)?; // lower case
+        a.lea(ebx, ptr(edx - b'a' as i32))?;
+        a.cmp(ebx, 5u32)?;
+        a.ja(end)?;
+        a.add(ebx, 10u32)?;
+        a.set_label(&mut digit)?;
+        a.shl(eax, 4)?;
+        a.or(eax, ebx)?;
+        a.inc(esi)?;
+        a.inc(ecx)?;
+        a.jmp(next)?;
+        a.set_label(&mut end)?;
+        a.pop(edx)?;
+        a.pop(ebx)?;
+        a.ret()
+    }
+
+    fn emit_print_bits(&mut self) -> Result<(), IcedError> {
+        let mut entry = self.lib.print_bits;
+        let putc = self.lib.putc;
+        let print_dec = self.lib.print_dec;
+        let mut next = self.label();
+        let mut clear = self.label();
+        let mut done = self.label();
+        let a = &mut self.a;
+        a.set_label(&mut entry)?;
+        a.pushad()?;
+        a.mov(edx, eax)?;
+        a.mov(ebx, ecx)?;
+        a.set_label(&mut next)?;
+        a.test(edx, edx)?; // no bits left: stop early
+        a.jz(done)?;
+        a.test(edx, 1u32)?;
+        a.jz(clear)?;
+        a.mov(al, b' ' as u32)?;
+        a.call(putc)?;
+        a.mov(eax, ebx)?;
+        a.call(print_dec)?;
+        a.set_label(&mut clear)?;
+        a.shr(edx, 1)?;
+        a.inc(ebx)?;
+        a.jmp(next)?;
+        a.set_label(&mut done)?;
+        a.popad()?;
+        a.ret()
+    }
+
+    /// A 32-bit accumulator of 16-bit words cannot overflow below 64 KiB of input
+    /// (32768 words of at most 0xffff, plus a small start value), so no `adc` chain.
+    fn emit_checksum(&mut self) -> Result<(), IcedError> {
+        let mut entry = self.lib.checksum;
+        let mut words = self.label();
+        let mut tail = self.label();
+        let mut fold = self.label();
+        let mut done = self.label();
+        let a = &mut self.a;
+        a.set_label(&mut entry)?;
+        a.push(ecx)?;
+        a.push(edx)?;
+        a.push(esi)?;
+        a.set_label(&mut words)?;
+        a.cmp(ecx, 2u32)?;
+        a.jb(tail)?;
+        a.movzx(edx, word_ptr(esi))?;
+        a.add(eax, edx)?;
+        a.add(esi, 2)?;
+        a.sub(ecx, 2)?;
+        a.jmp(words)?;
+        // An odd last byte counts as a word padded with a zero byte after it.
+        a.set_label(&mut tail)?;
+        a.test(ecx, ecx)?;
+        a.jz(fold)?;
+        a.movzx(edx, byte_ptr(esi))?;
+        a.add(eax, edx)?;
+        a.set_label(&mut fold)?;
+        a.mov(edx, eax)?;
+        a.shr(edx, 16)?;
+        a.jz(done)?;
+        a.and(eax, 0xffffu32)?;
+        a.add(eax, edx)?;
+        a.jmp(fold)?;
+        a.set_label(&mut done)?;
+        a.pop(esi)?;
+        a.pop(edx)?;
+        a.pop(ecx)?;
         a.ret()
     }
 }

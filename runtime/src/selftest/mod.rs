@@ -13,25 +13,48 @@
 //! selftest: memmap entry <addr> size <size> type <e820 type>      (one per entry)
 //! selftest: mmio <base> magic ok device <id>                      (per virtio_mmio.device=)
 //! selftest: mmio <base> absent
+//! selftest: offered <bits>                                        (virtio-net driver,
+//! selftest: negotiated <bits>                                      see below)
+//! selftest: tx <F> frames, <S> segments, <B> bytes
+//! selftest: rx ready, <n> buffers of <size> bytes                 (with selftest.rx=N)
+//! selftest: rx frame <len> bytes, flags <f>, gso_type <t>, gso_size <g>, num_buffers <n>
+//! selftest: rx <F> frames, <S> segments, <B> bytes
 //! selftest: pass
 //! ```
 //!
 //! then exits through the debug-exit port with code 0. Command-line flags change the
 //! ending, for tests of the VMM (see [`cmdline_keys`]).
 //!
+//! **virtio-net driver** (`net.rs`; behind no flag): when a `virtio_mmio.device=` slot
+//! holds DeviceID 1, the first such device is driven after the probe: virtio 1.x
+//! initialisation over virtio-mmio version 2, every offered feature of
+//! [`NET_DRIVER_FEATURES`] accepted, receive queue 0 and transmit queue 1, then one
+//! UDP/IPv4 flow of `selftest.segments` datagrams of `selftest.mss` bytes from
+//! `selftest.src` to `selftest.dst` (one USO frame when HOST_USO was negotiated, else
+//! one frame each), and, with `selftest.rx=N`, receiving until N UDP segments' worth
+//! of frames arrived. Payload byte `j` of segment `i` is `(64 * i + j) mod 256`. A
+//! failure prints a line and exits with one of the `EXIT_NET_*` codes.
+//!
 //! Memory it uses: its image at [`LOAD_ADDR`], its stack below [`STACK_TOP`] (between
 //! the loader's boot area and the EBDA), and the loader's start_info and command line.
-//! [`SCRATCH_ADDR`] and up is free for drivers (virtqueues, frame buffers).
+//! [`SCRATCH_ADDR`] and up is free for drivers; the network driver uses 2 MiB to
+//! 3 MiB (rings, then transmit frames, then receive buffers; see `net.rs`).
 //!
-//! Adding a step (e.g. a virtio-net driver): write one `fn step(g: &mut GuestAsm)` in
-//! `program.rs` using the `asm` toolbox (`print`, `print_hex_eax`, `find_token`,
-//! `parse_num`, `mmio_read32`/`mmio_write32`, `data`/`var32`) and call it from
-//! `program::emit`, optionally behind a command-line flag with `if_flag`.
+//! Adding a step: write one `fn step(g: &mut GuestAsm)` in `program.rs` (or its own
+//! module, like `net.rs`) using the `asm` toolbox (`print`, `print_hex_eax`,
+//! `find_token`, `parse_num`, `parse_hex`, `print_bits`, `checksum`,
+//! `mmio_read32`/`mmio_write32`, `data`/`var32`) and call it from `program::emit`,
+//! optionally behind a command-line flag with `if_flag`.
 
 mod asm;
 pub mod elf;
+mod net;
 mod program;
 
+pub use self::net::{
+    DEFAULT_RX_WAIT as NET_DEFAULT_RX_WAIT, DRIVER_FEATURES as NET_DRIVER_FEATURES, EXIT_NET_ARGS, EXIT_NET_DEVICE,
+    EXIT_NET_FEATURES, EXIT_NET_RX_TIMEOUT, EXIT_NET_TX_TIMEOUT, FALLBACK_SOURCE_MAC as NET_FALLBACK_SOURCE_MAC,
+};
 pub use self::program::{EXIT_BAD_START_INFO, EXIT_EXCEPTION};
 
 /// Where the image is loaded and entered (1 MiB, like a kernel).
@@ -64,6 +87,33 @@ pub mod cmdline_keys {
     pub const SPIN: &str = "selftest.spin";
     /// `selftest.hlt`: after passing, execute `hlt`.
     pub const HLT: &str = "selftest.hlt";
+
+    // The virtio-net driver's flow; it runs whenever a network device is named by
+    // `virtio_mmio.device=`, with these defaults.
+
+    /// `selftest.src=<a.b.c.d>:<port>`: the flow's source address, the guest's own.
+    /// Default `10.0.2.15:5000`.
+    pub const NET_SRC: &str = "selftest.src=";
+    /// `selftest.dst=<a.b.c.d>:<port>`: the flow's destination. Default `10.0.2.2:5001`.
+    pub const NET_DST: &str = "selftest.dst=";
+    /// `selftest.dmac=<xx:xx:xx:xx:xx:xx>`: destination MAC (hex). Default
+    /// `02:00:00:00:00:01`. The source MAC is the device's (MAC feature), else
+    /// [`NET_FALLBACK_SOURCE_MAC`](super::NET_FALLBACK_SOURCE_MAC), `02:00:00:00:00:02`.
+    pub const NET_DMAC: &str = "selftest.dmac=";
+    /// `selftest.segments=<S>`: UDP datagrams in the flow. Default 3.
+    pub const NET_SEGMENTS: &str = "selftest.segments=";
+    /// `selftest.mss=<M>`: UDP payload bytes per datagram (the USO gso_size). Default
+    /// 1000. `S * M` must be at most 65507 (one IPv4 datagram).
+    pub const NET_MSS: &str = "selftest.mss=";
+    /// `selftest.rx=<N>`: after transmitting, receive until N UDP segments' worth of
+    /// frames arrived (a GSO frame counts `ceil(payload / gso_size)`). Default 0: no
+    /// receive step.
+    pub const NET_RX: &str = "selftest.rx=";
+    /// `selftest.rxwait=<n>`: poll iterations the receive step may take in all; each
+    /// costs a VM exit (a COM1 status read), some microseconds. Default
+    /// [`NET_DEFAULT_RX_WAIT`](super::NET_DEFAULT_RX_WAIT) (1,000,000: about 15 s where
+    /// guest code is emulated, measured under QEMU).
+    pub const NET_RX_WAIT: &str = "selftest.rxwait=";
 }
 
 /// Offset of the guest's data (strings, variables) from [`LOAD_ADDR`]; the code

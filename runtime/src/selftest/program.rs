@@ -1,9 +1,10 @@
 //! What the self-test guest does, step by step. Each step is one function emitting
-//! its part of the program; a virtio-net driver is meant to be one more step.
+//! its part of the program; the virtio-net driver is one more step, in `net.rs`.
 
 use iced_x86::code_asm::*;
 
 use super::asm::GuestAsm;
+use super::net;
 use super::{cmdline_keys as keys, STACK_TOP};
 use crate::boot::pvh::XEN_HVM_START_MAGIC;
 
@@ -17,6 +18,8 @@ const MAX_MEMMAP_LINES: u32 = 32;
 const VIRTIO_MMIO_MAGIC_VALUE: i32 = 0x000;
 const VIRTIO_MMIO_DEVICE_ID: i32 = 0x008;
 const VIRTIO_MMIO_MAGIC: u32 = 0x7472_6976;
+/// virtio DeviceID of a network card.
+const VIRTIO_ID_NET: u32 = 1;
 
 /// Exit code when the start_info magic is wrong.
 pub const EXIT_BAD_START_INFO: u8 = 2;
@@ -39,16 +42,22 @@ const IRQ_WAIT_ITERATIONS: u32 = 100_000;
 struct Vars {
     /// Address of the command line, 0 if there is none.
     cmdline: u32,
+    /// MMIO base of the first virtio-mmio device with DeviceID 1 (network), or 0.
+    net_base: u32,
 }
 
 /// Emits the whole program.
 pub fn emit(g: &mut GuestAsm) -> Result<(), IcedError> {
-    let vars = Vars { cmdline: g.var32() };
+    let vars = Vars {
+        cmdline: g.var32(),
+        net_base: g.var32(),
+    };
     entry(g)?;
     g.print("selftest: hello\n")?;
     report_cmdline(g, &vars)?;
     report_memmap(g)?;
     probe_virtio_mmio(g, &vars)?;
+    net::emit(g, vars.cmdline, vars.net_base)?;
     if_flag(g, &vars, keys::GARBAGE, poke_garbage)?;
     if_flag(g, &vars, keys::IRQ, check_serial_irq)?;
     g.print("selftest: pass\n")?;
@@ -147,12 +156,15 @@ fn report_memmap(g: &mut GuestAsm) -> Result<(), IcedError> {
 
 /// For each `virtio_mmio.device=<size>@<base>[:<irq>]` on the command line:
 /// `selftest: mmio <base> magic ok device <id>` or `selftest: mmio <base> absent`.
+/// Remembers the first network device (DeviceID 1) for the driver step.
 fn probe_virtio_mmio(g: &mut GuestAsm, vars: &Vars) -> Result<(), IcedError> {
     let key = g.cstr(keys::VIRTIO_MMIO_DEVICE);
     let mut next = g.label();
     let mut absent = g.label();
     let mut malformed = g.label();
+    let mut not_net = g.label();
     let mut done = g.label();
+    g.asm().mov(dword_ptr(vars.net_base), 0u32)?;
     g.asm().mov(esi, dword_ptr(vars.cmdline))?;
     g.asm().test(esi, esi)?;
     g.asm().jz(done)?;
@@ -179,6 +191,12 @@ fn probe_virtio_mmio(g: &mut GuestAsm, vars: &Vars) -> Result<(), IcedError> {
     g.mmio_read32(eax, edi, VIRTIO_MMIO_DEVICE_ID)?;
     g.print_dec_eax()?;
     g.print("\n")?;
+    g.asm().cmp(eax, VIRTIO_ID_NET)?;
+    g.asm().jne(not_net)?;
+    g.asm().cmp(dword_ptr(vars.net_base), 0u32)?;
+    g.asm().jne(not_net)?;
+    g.asm().mov(dword_ptr(vars.net_base), edi)?;
+    g.bind(&mut not_net)?;
     g.asm().jmp(next)?;
     g.bind(&mut absent)?;
     g.print(" absent\n")?;

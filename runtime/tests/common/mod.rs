@@ -44,11 +44,7 @@ pub fn require_root_or_skip(test: &str) -> bool {
 
 /// `/dev/kvm` can be opened read-write.
 pub fn require_kvm_or_skip(test: &str) -> bool {
-    let missing = match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
+    let missing = match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
         Ok(_) => None,
         Err(error) => Some(format!("cannot open /dev/kvm ({error})")),
     };
@@ -129,8 +125,7 @@ impl NetNs {
     pub fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         let path = format!("/var/run/netns/{}", self.name);
         let thread = std::thread::spawn(move || {
-            let namespace =
-                File::open(&path).unwrap_or_else(|error| panic!("open {path}: {error}"));
+            let namespace = File::open(&path).unwrap_or_else(|error| panic!("open {path}: {error}"));
             // SAFETY: setns on an fd we own; it changes only this thread's namespace.
             let ret = unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) };
             assert_eq!(ret, 0, "setns({path}): {}", std::io::Error::last_os_error());
@@ -145,9 +140,7 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let deleted = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
+        let deleted = Command::new("ip").args(["netns", "del", &self.name]).output();
         if !deleted.is_ok_and(|out| out.status.success()) {
             eprintln!("warning: could not delete network namespace {}", self.name);
         }
