@@ -1,11 +1,21 @@
 #!/usr/bin/env bash
-# The main job: compile an example spec for two host platforms and show what differs.
+# The main job: compile an example spec and run it.
+#
+# 1. Compile specs/web.kdl for two host platforms and show what differs (USO).
+# 2. Generate vmc's self-test guest, compile specs/selftest.kdl for this host and run
+#    it on KVM with its virtio-net device on a TAP, inside a network namespace made
+#    for the run (needs root and /dev/kvm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
-vmc=target/release/vmc
+vmc=$PWD/target/release/vmc
 out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
+ns=vmc-example-$$
+cleanup() {
+    ip netns del "$ns" 2>/dev/null || true
+    rm -rf "$out"
+}
+trap cleanup EXIT
 
 echo "== vmc compile specs/web.kdl for linux-5.15 and linux-6.9"
 $vmc compile specs/web.kdl --platform linux-5.15 -o "$out/web-5.15.abi"
@@ -16,3 +26,15 @@ $vmc diff "$out/web-5.15.abi" "$out/web-6.9.abi" || test $? -eq 1
 echo
 echo "== vmc explain host-uso"
 $vmc explain "$out/web-6.9.abi" host-uso
+echo
+
+if [ "$(id -u)" != 0 ] || [ ! -e /dev/kvm ]; then
+    echo "== skipping the run: it needs root and /dev/kvm (a TAP and a KVM VM)"
+    exit 0
+fi
+echo "== vmc selftest-guest, then vmc run specs/selftest.kdl (inside network namespace $ns)"
+$vmc selftest-guest -o specs/guest/selftest.elf
+$vmc compile specs/selftest.kdl -o "$out/selftest.abi"
+$vmc check "$out/selftest.abi"
+ip netns add "$ns"
+ip netns exec "$ns" "$vmc" run "$out/selftest.abi" --stats

@@ -1,5 +1,8 @@
 //! `vmc lower FILE --to qemu [--json]`: the QEMU command line equivalent to a document.
 
+// A Problem carries its source and span; it is built once per error, on the cold path.
+#![allow(clippy::result_large_err)]
+
 use std::path::Path;
 
 use vmc_compiler::diagnostic::Problem;

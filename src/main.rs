@@ -524,12 +524,12 @@ fn run_vm(file: &Path, paths: &PlatformPaths, stats: bool) -> Result<u8, Failure
     if stats {
         let e = &report.outcome.exits;
         eprintln!(
-            "vmc: stopped by {:?} (exit code {code}); first serial byte after {}; total {}",
+            "vmc: stopped by {:?} (exit code {code}); first serial byte after {}; total {:.1} ms",
             report.outcome.reason,
             report
                 .first_output
                 .map_or("-".to_string(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3)),
-            format!("{:.1} ms", report.total.as_secs_f64() * 1e3),
+            report.total.as_secs_f64() * 1e3,
         );
         eprintln!(
             "vmc: {} VM exits: {} port reads, {} port writes, {} MMIO reads, {} MMIO writes, {} unclaimed, {} other",
@@ -541,6 +541,9 @@ fn run_vm(file: &Path, paths: &PlatformPaths, stats: bool) -> Result<u8, Failure
             e.unclaimed,
             e.other
         );
+        for (id, counters) in &report.net {
+            eprintln!("vmc: {id}: {counters}");
+        }
     }
     Ok(u8::try_from(code).unwrap_or(u8::MAX))
 }

@@ -202,7 +202,7 @@ mod tests {
                 TapOffload::Ufo,
             ],
             &v3,
-            &["user-memory"],
+            &["user-memory", "irqchip"],
         );
         let s = shortfalls(&d, &old);
         let names: Vec<(Group, &str)> = s.iter().map(|s| (s.group, s.capability.as_str())).collect();
@@ -217,6 +217,7 @@ mod tests {
                 (Group::Tap, "uso4 (TUN_F_USO4)"),
                 (Group::Tap, "uso6 (TUN_F_USO6)"),
                 (Group::Kvm, "ext-cpuid"),
+                (Group::Kvm, "irqfd"),
             ]
         );
         let uso = s.iter().find(|s| s.capability.starts_with("uso4")).unwrap();
@@ -233,7 +234,7 @@ mod tests {
     fn a_capable_host_has_no_shortfall() {
         let d = doc("vm \"a\" { net \"n\" }", "linux-6.9");
         let v2: Vec<&str> = crate::cpu::expand(crate::cpu::model("x86-64-v2").unwrap());
-        let h = host(&TapOffload::ALL, &v2, &["user-memory", "ext-cpuid"]);
+        let h = host(&TapOffload::ALL, &v2, &["user-memory", "ext-cpuid", "irqchip", "irqfd"]);
         assert_eq!(shortfalls(&d, &h), []);
     }
 

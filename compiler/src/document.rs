@@ -27,6 +27,9 @@ pub const FORMAT: u64 = 1;
 /// The KVM capabilities every ABI needs from the runtime's host.
 pub const BASE_KVM_CAPABILITIES: &[&str] = &["ext-cpuid", "user-memory"];
 
+/// The KVM capabilities an ABI with devices needs as well.
+pub const DEVICE_KVM_CAPABILITIES: &[&str] = &["irqchip", "irqfd"];
+
 /// Where a value came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
@@ -126,6 +129,11 @@ impl Requirements {
             cpu_features: abi.cpu.features.iter().cloned().collect(),
             ..Requirements::default()
         };
+        if !abi.devices.is_empty() {
+            // Device interrupts go through the in-kernel irqchip, signalled by irqfd.
+            r.kvm_capabilities
+                .extend(DEVICE_KVM_CAPABILITIES.iter().map(|s| s.to_string()));
+        }
         for device in &abi.devices {
             for (p, v) in &device.properties {
                 if v.is_on() {

@@ -10,6 +10,13 @@ use std::time::{Duration, Instant};
 use vmc_compiler::check::{self, Shortfall};
 use vmc_compiler::{cpu, AbiDocument, Platform};
 
+use std::sync::{Arc, Mutex};
+
+use kvm_ioctls::IoEventAddress;
+
+use crate::devices::virtio::net::{Net, NetConfig, NetCounters};
+use crate::devices::virtio::{EventFdInterrupt, MmioTransport, MMIO_SIZE, QUEUE_NOTIFY_OFFSET};
+use crate::host::tap::Tap;
 use crate::vm::cpuid::CpuidBit;
 use crate::vm::{RunOutcome, Vm, VmConfig, VmError};
 
@@ -33,6 +40,9 @@ pub enum RunError {
     /// The ABI holds a value this runtime cannot build.
     #[error("this runtime cannot build the ABI: {0}")]
     Unsupported(String),
+    /// A device could not be built or attached.
+    #[error("device `{device}`: {why}")]
+    Device { device: String, why: String },
     #[error(transparent)]
     Vm(#[from] VmError),
 }
@@ -41,6 +51,8 @@ pub enum RunError {
 #[derive(Debug, Clone)]
 pub struct RunReport {
     pub outcome: RunOutcome,
+    /// Each virtio-net device's counters at the end, by device id.
+    pub net: Vec<(String, String)>,
     /// From the start of [`run`] to the guest's first byte on the console.
     pub first_output: Option<Duration>,
     /// From the start of [`run`] to the end of the run.
@@ -104,13 +116,6 @@ pub fn run(doc: &AbiDocument, host: &Platform, console: Box<dyn Write + Send>) -
         .transpose()?;
     let vcpus = u8::try_from(doc.abi.cpu.count)
         .map_err(|_| RunError::Unsupported(format!("{} vCPUs (at most 255)", doc.abi.cpu.count)))?;
-    if !doc.abi.devices.is_empty() {
-        return Err(RunError::Unsupported(format!(
-            "virtio-net device `{}`: this runtime has no virtio-net yet",
-            doc.abi.devices[0].id
-        )));
-    }
-
     let config = VmConfig {
         hidden_cpuid_bits: hidden_cpuid_bits(doc),
         ..VmConfig::new(doc.abi.memory, vcpus)
@@ -119,14 +124,76 @@ pub fn run(doc: &AbiDocument, host: &Platform, console: Box<dyn Write + Send>) -
     let first_output = FirstByte::new(console, start);
     let first_output_at = first_output.seen.clone();
     vm.add_legacy_devices(Box::new(first_output))?;
+    let mut counters = Vec::new();
+    for device in &doc.abi.devices {
+        counters.push((device.id.clone(), attach_net(&mut vm, doc, device)?));
+    }
     vm.load_kernel(&kernel, &kernel_cmdline(doc), initrd.as_deref())?;
     let outcome = vm.run()?;
     let first_output = *first_output_at.lock().unwrap_or_else(|e| e.into_inner());
     Ok(RunReport {
         outcome,
+        net: counters
+            .into_iter()
+            .map(|(id, c)| (id, c.snapshot().to_string()))
+            .collect(),
         first_output,
         total: start.elapsed(),
     })
+}
+
+/// Builds one virtio-net device exactly as the ABI says and maps it at its slot:
+/// interrupts through an irqfd on its IRQ, queue notifications through ioeventfds when
+/// the host has them (else through the MMIO exit, which signals the same eventfds).
+fn attach_net(vm: &mut Vm, doc: &AbiDocument, device: &vmc_compiler::NetDevice) -> Result<Arc<NetCounters>, RunError> {
+    let fail = |why: String| RunError::Device {
+        device: device.id.clone(),
+        why,
+    };
+    let integer = |name: &str| device.get(name).and_then(|v| v.as_integer()).unwrap_or(0);
+    let config = NetConfig {
+        features: device.feature_word(),
+        mac: device.mac(),
+        mtu: u16::try_from(integer("host-mtu")).map_err(|_| fail("host-mtu is out of range".into()))?,
+        rx_queue_size: u16::try_from(integer("rx-queue-size"))
+            .map_err(|_| fail("rx-queue-size is out of range".into()))?,
+        tx_queue_size: u16::try_from(integer("tx-queue-size"))
+            .map_err(|_| fail("tx-queue-size is out of range".into()))?,
+    };
+    if !vm.features().irqfd {
+        return Err(fail(
+            "virtio devices need KVM's in-kernel irqchip with irqfd, which this host lacks".into(),
+        ));
+    }
+    let tap_name = doc
+        .host
+        .tap(&device.id)
+        .ok_or_else(|| fail("the document's host section names no TAP for it".into()))?;
+    let tap = Tap::open_or_create(tap_name).map_err(|e| fail(e.to_string()))?;
+    let net = Net::new(config, tap).map_err(|e| fail(e.to_string()))?;
+    let counters = net.counters();
+    let irq = Arc::new(EventFdInterrupt::new().map_err(|e| fail(format!("interrupt eventfd: {e}")))?);
+    vm.vm_fd()
+        .register_irqfd(irq.eventfd(), device.irq)
+        .map_err(|e| fail(format!("KVM_IRQFD on IRQ {}: {e}", device.irq)))?;
+    let transport =
+        MmioTransport::new(net, vm.memory().clone(), irq).map_err(|e| fail(format!("virtio-mmio transport: {e}")))?;
+    if vm.features().ioeventfd {
+        let notify = IoEventAddress::Mmio(device.mmio_base + QUEUE_NOTIFY_OFFSET);
+        for (queue, event) in transport.queue_notify_events() {
+            vm.vm_fd()
+                .register_ioevent(event, &notify, queue)
+                .map_err(|e| fail(format!("KVM_IOEVENTFD for queue {queue}: {e}")))?;
+        }
+    }
+    if device.mmio_size < MMIO_SIZE {
+        return Err(fail(format!(
+            "its slot of {:#x} bytes is smaller than the transport's registers",
+            device.mmio_size
+        )));
+    }
+    vm.add_mmio_device(device.mmio_base, device.mmio_size, Arc::new(Mutex::new(transport)))?;
+    Ok(counters)
 }
 
 fn read_boot_file(what: &'static str, path: &str) -> Result<Vec<u8>, RunError> {

@@ -1,0 +1,425 @@
+//! The virtio-net device (virtio 1.x §5.1) over a TAP: one receive queue, one transmit
+//! queue, no control queue.
+//!
+//! - This file: [`NetConfig`] (plain values; the VM fills them from the ABI), the
+//!   feature bits the device can honour and their requirements, the configuration space,
+//!   and where USO is turned on at the TAP ([`tap_offloads_for`]).
+//! - [`header`]: the 12-byte virtio-net header and the checks a transmitted one passes.
+//! - `worker`: the event loop thread that moves frames between the queues and the TAP.
+//! - [`counters`]: what the device did, for tests and `vmc run`.
+//!
+//! The device offers exactly `NetConfig::features`; a word with a bit this device cannot
+//! honour, or one that breaks a feature requirement, is refused at construction. When the
+//! driver sets DRIVER_OK the TAP's offloads are set from what the guest *negotiated*.
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+use super::features::{bit, has, RING_EVENT_IDX, RING_INDIRECT_DESC, VERSION_1};
+use super::{ActivateError, VirtioDevice, VirtioInterrupt};
+use crate::host::{Tap, TapOffloads};
+
+pub mod counters;
+pub mod header;
+mod worker;
+
+pub use counters::{NetCounters, NetStats};
+
+/// The virtio device ID of a network card.
+pub const DEVICE_ID: u32 = 1;
+
+/// Queue indices.
+pub const RX_QUEUE: usize = 0;
+pub const TX_QUEUE: usize = 1;
+
+/// virtio-net feature bits (virtio 1.x §5.1.3, Linux `uapi/linux/virtio_net.h`).
+pub mod feature {
+    pub const CSUM: u32 = 0;
+    pub const GUEST_CSUM: u32 = 1;
+    pub const MTU: u32 = 3;
+    pub const MAC: u32 = 5;
+    pub const GUEST_TSO4: u32 = 7;
+    pub const GUEST_TSO6: u32 = 8;
+    pub const GUEST_ECN: u32 = 9;
+    pub const GUEST_UFO: u32 = 10;
+    pub const HOST_TSO4: u32 = 11;
+    pub const HOST_TSO6: u32 = 12;
+    pub const HOST_ECN: u32 = 13;
+    pub const HOST_UFO: u32 = 14;
+    pub const MRG_RXBUF: u32 = 15;
+    pub const STATUS: u32 = 16;
+    pub const GUEST_USO4: u32 = 54;
+    pub const GUEST_USO6: u32 = 55;
+    pub const HOST_USO: u32 = 56;
+}
+
+use feature::*;
+
+/// Every feature bit this device implements; anything else is refused at construction.
+pub const SUPPORTED_FEATURES: &[u32] = &[
+    CSUM,
+    GUEST_CSUM,
+    MTU,
+    MAC,
+    GUEST_TSO4,
+    GUEST_TSO6,
+    GUEST_ECN,
+    GUEST_UFO,
+    HOST_TSO4,
+    HOST_TSO6,
+    HOST_ECN,
+    HOST_UFO,
+    MRG_RXBUF,
+    STATUS,
+    RING_INDIRECT_DESC,
+    RING_EVENT_IDX,
+    VERSION_1,
+    GUEST_USO4,
+    GUEST_USO6,
+    HOST_USO,
+];
+
+/// Feature requirements (virtio 1.x §5.1.3.1): the feature needs one of the others.
+const REQUIREMENTS: &[(u32, &[u32])] = &[
+    (GUEST_TSO4, &[GUEST_CSUM]),
+    (GUEST_TSO6, &[GUEST_CSUM]),
+    (GUEST_ECN, &[GUEST_TSO4, GUEST_TSO6]),
+    (GUEST_UFO, &[GUEST_CSUM]),
+    (GUEST_USO4, &[GUEST_CSUM]),
+    (GUEST_USO6, &[GUEST_CSUM]),
+    (HOST_TSO4, &[CSUM]),
+    (HOST_TSO6, &[CSUM]),
+    (HOST_ECN, &[HOST_TSO4, HOST_TSO6]),
+    (HOST_UFO, &[CSUM]),
+    (HOST_USO, &[CSUM]),
+];
+
+/// The first feature in `word` whose requirement is not met, with what it needs.
+pub fn unmet_requirement(word: u64) -> Option<(u32, &'static [u32])> {
+    REQUIREMENTS
+        .iter()
+        .find(|(feature, needs)| has(word, *feature) && !needs.iter().any(|n| has(word, *n)))
+        .copied()
+}
+
+/// The TAP offloads for what the guest negotiated: what it may receive.
+///
+/// Every offload needs GUEST_CSUM (a TAP offload without `TUN_F_CSUM` is refused by the
+/// kernel). USO is turned on only when the guest took both GUEST_USO4 and GUEST_USO6:
+/// the kernel accepts `TUN_F_USO4`/`TUN_F_USO6` only as a pair, and turning on one the
+/// guest did not take would hand it frames it cannot parse. A guest with just one of them
+/// therefore receives UDP GSO sends already segmented, which the spec allows.
+pub fn tap_offloads_for(negotiated: u64) -> TapOffloads {
+    if !has(negotiated, GUEST_CSUM) {
+        return TapOffloads::NONE;
+    }
+    let mut offloads = TapOffloads::CSUM;
+    let tso = [(GUEST_TSO4, TapOffloads::TSO4), (GUEST_TSO6, TapOffloads::TSO6)];
+    for (feature, offload) in tso {
+        if has(negotiated, feature) {
+            offloads |= offload;
+        }
+    }
+    if has(negotiated, GUEST_ECN) && offloads.intersects(TapOffloads::TSO4 | TapOffloads::TSO6) {
+        offloads |= TapOffloads::TSO_ECN;
+    }
+    if has(negotiated, GUEST_UFO) {
+        offloads |= TapOffloads::UFO;
+    }
+    if has(negotiated, GUEST_USO4) && has(negotiated, GUEST_USO6) {
+        offloads |= TapOffloads::USO4 | TapOffloads::USO6;
+    }
+    offloads
+}
+
+/// The values a virtio-net device is built from; the VM takes them from the ABI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetConfig {
+    /// The feature word offered, exactly (VERSION_1 included).
+    pub features: u64,
+    pub mac: [u8; 6],
+    /// The MTU in the configuration space; 0 when MTU is not offered.
+    pub mtu: u16,
+    pub rx_queue_size: u16,
+    pub tx_queue_size: u16,
+}
+
+/// A [`NetConfig`] this device cannot honour.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("virtio-net feature bits {bits:?} are not implemented by vmc's device")]
+    UnsupportedFeatures { bits: Vec<u32> },
+    #[error("virtio-net feature bit {feature} needs one of {needs:?}, which are not offered")]
+    UnmetRequirement { feature: u32, needs: &'static [u32] },
+    #[error("VERSION_1 (bit 32) is not offered: vmc devices are virtio 1.x only")]
+    NoVersion1,
+    #[error("MTU {mtu} with the MTU feature bit {}: offer the bit exactly when the MTU is set (68..=65535)", if *.offered { "offered" } else { "not offered" })]
+    Mtu { mtu: u16, offered: bool },
+    #[error("{queue} queue size {size} is not a power of two in 2..=32768")]
+    QueueSize { queue: &'static str, size: u16 },
+    #[error("cannot create the queue notification eventfd: {0}")]
+    EventFd(#[source] std::io::Error),
+}
+
+/// Size of the configuration space: mac, status, max_virtqueue_pairs, mtu.
+const CONFIG_LEN: usize = 12;
+/// `status`: the link is up.
+const S_LINK_UP: u16 = 1;
+
+struct Running {
+    stop: EventFd,
+    thread: JoinHandle<()>,
+}
+
+/// A virtio-net device backed by a TAP.
+pub struct Net {
+    config: NetConfig,
+    config_space: [u8; CONFIG_LEN],
+    queue_max_sizes: [u16; 2],
+    tap: Arc<Tap>,
+    queue_events: Vec<EventFd>,
+    counters: Arc<NetCounters>,
+    running: Option<Running>,
+    negotiated: Option<u64>,
+    offloads: TapOffloads,
+}
+
+impl std::fmt::Debug for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Net")
+            .field("config", &self.config)
+            .field("tap", &self.tap.name())
+            .field("negotiated", &self.negotiated)
+            .field("offloads", &self.offloads)
+            .finish()
+    }
+}
+
+impl Net {
+    /// A device offering exactly `config.features`, moving frames to and from `tap`.
+    pub fn new(config: NetConfig, tap: Tap) -> Result<Net, NetError> {
+        let unsupported: Vec<u32> = (0..64)
+            .filter(|&b| has(config.features, b) && !SUPPORTED_FEATURES.contains(&b))
+            .collect();
+        if !unsupported.is_empty() {
+            return Err(NetError::UnsupportedFeatures { bits: unsupported });
+        }
+        if !has(config.features, VERSION_1) {
+            return Err(NetError::NoVersion1);
+        }
+        if let Some((feature, needs)) = unmet_requirement(config.features) {
+            return Err(NetError::UnmetRequirement { feature, needs });
+        }
+        let mtu_offered = has(config.features, MTU);
+        if mtu_offered != (config.mtu != 0) || (mtu_offered && config.mtu < 68) {
+            return Err(NetError::Mtu {
+                mtu: config.mtu,
+                offered: mtu_offered,
+            });
+        }
+        for (queue, size) in [("receive", config.rx_queue_size), ("transmit", config.tx_queue_size)] {
+            if size < 2 || !size.is_power_of_two() || size > 32768 {
+                return Err(NetError::QueueSize { queue, size });
+            }
+        }
+        let queue_events = (0..2)
+            .map(|_| EventFd::new(EFD_NONBLOCK))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(NetError::EventFd)?;
+
+        let mut config_space = [0u8; CONFIG_LEN];
+        config_space[0..6].copy_from_slice(&config.mac);
+        let status = if has(config.features, STATUS) { S_LINK_UP } else { 0 };
+        config_space[6..8].copy_from_slice(&status.to_le_bytes());
+        config_space[8..10].copy_from_slice(&1u16.to_le_bytes());
+        config_space[10..12].copy_from_slice(&config.mtu.to_le_bytes());
+
+        Ok(Net {
+            config,
+            config_space,
+            queue_max_sizes: [config.rx_queue_size, config.tx_queue_size],
+            tap: Arc::new(tap),
+            queue_events,
+            counters: Arc::new(NetCounters::default()),
+            running: None,
+            negotiated: None,
+            offloads: TapOffloads::NONE,
+        })
+    }
+
+    pub fn config(&self) -> &NetConfig {
+        &self.config
+    }
+
+    /// The TAP the device uses.
+    pub fn tap(&self) -> &Tap {
+        &self.tap
+    }
+
+    /// The counters now.
+    pub fn stats(&self) -> NetStats {
+        self.counters.snapshot()
+    }
+
+    /// The live counters, to read after the device is gone or from another thread.
+    pub fn counters(&self) -> Arc<NetCounters> {
+        self.counters.clone()
+    }
+
+    /// The features the driver negotiated, while the device is active.
+    pub fn negotiated_features(&self) -> Option<u64> {
+        self.negotiated
+    }
+
+    /// The offloads set on the TAP at DRIVER_OK (NONE while inactive).
+    pub fn tap_offloads(&self) -> TapOffloads {
+        self.offloads
+    }
+
+    fn stop_worker(&mut self) {
+        if let Some(running) = self.running.take() {
+            // If the write fails the thread is already gone; join returns at once.
+            let _ = running.stop.write(1);
+            let _ = running.thread.join();
+        }
+        // Notifications that arrived for the old queues mean nothing to new ones.
+        for event in &self.queue_events {
+            let _ = event.read();
+        }
+    }
+}
+
+impl VirtioDevice for Net {
+    fn device_id(&self) -> u32 {
+        DEVICE_ID
+    }
+
+    fn offered_features(&self) -> u64 {
+        self.config.features
+    }
+
+    fn accepts_features(&self, driver_features: u64) -> bool {
+        unmet_requirement(driver_features).is_none()
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &self.queue_max_sizes
+    }
+
+    fn queue_events(&self) -> &[EventFd] {
+        &self.queue_events
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        for (i, byte) in data.iter_mut().enumerate() {
+            *byte = offset
+                .checked_add(i as u64)
+                .and_then(|at| usize::try_from(at).ok())
+                .and_then(|at| self.config_space.get(at))
+                .copied()
+                .unwrap_or(0);
+        }
+    }
+
+    // write_config: the default refuses. With VERSION_1 every virtio-net field is
+    // read-only to the driver (the MAC changes only through the control queue).
+
+    fn activate(
+        &mut self,
+        mem: GuestMemoryMmap,
+        features: u64,
+        queues: Vec<Queue>,
+        interrupt: Arc<VirtioInterrupt>,
+    ) -> Result<(), ActivateError> {
+        self.stop_worker();
+        let got = queues.len();
+        let Ok::<[Queue; 2], _>([rx, tx]) = queues.try_into() else {
+            return Err(ActivateError::QueueCount { expected: 2, got });
+        };
+        let offloads = tap_offloads_for(features);
+        self.tap
+            .set_offload(offloads)
+            .map_err(|source| ActivateError::TapOffload { offloads, source })?;
+        self.offloads = offloads;
+
+        let stop = EventFd::new(EFD_NONBLOCK)?;
+        let worker = worker::Worker::new(worker::WorkerParts {
+            mem,
+            features,
+            rx,
+            tx,
+            tap: self.tap.clone(),
+            interrupt,
+            counters: self.counters.clone(),
+            rx_event: self.queue_events[RX_QUEUE].try_clone()?,
+            tx_event: self.queue_events[TX_QUEUE].try_clone()?,
+            stop: stop.try_clone()?,
+        })?;
+        let (counters, interrupt) = (self.counters.clone(), worker.interrupt());
+        let thread = std::thread::Builder::new().name("virtio-net".into()).spawn(move || {
+            // A bug here must not take the VMM down with it, nor leave the guest
+            // with a device that silently stopped: count it and ask for a reset.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run()));
+            if outcome.is_err() {
+                NetCounters::inc(&counters.worker_panics);
+                interrupt.signal_needs_reset();
+            }
+        })?;
+        self.running = Some(Running { stop, thread });
+        self.negotiated = Some(features);
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.stop_worker();
+        if self.negotiated.take().is_some() && !self.offloads.is_empty() {
+            // Best effort: nothing reads the TAP until the next DRIVER_OK sets them again.
+            let _ = self.tap.set_offload(TapOffloads::NONE);
+        }
+        self.offloads = TapOffloads::NONE;
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        self.stop_worker();
+    }
+}
+
+/// The feature word with all of `bits` set.
+pub fn feature_word(bits: &[u32]) -> u64 {
+    bits.iter().fold(0, |word, &b| word | bit(b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uso_is_set_at_the_tap_only_for_both_uso_bits_with_guest_csum() {
+        let word = |bits: &[u32]| feature_word(bits);
+        let uso = TapOffloads::CSUM | TapOffloads::USO4 | TapOffloads::USO6;
+        assert_eq!(tap_offloads_for(word(&[GUEST_CSUM, GUEST_USO4, GUEST_USO6])), uso);
+        assert_eq!(tap_offloads_for(word(&[GUEST_CSUM, GUEST_USO4])), TapOffloads::CSUM);
+        assert_eq!(tap_offloads_for(word(&[GUEST_USO4, GUEST_USO6])), TapOffloads::NONE);
+        assert_eq!(
+            tap_offloads_for(word(&[GUEST_CSUM, GUEST_TSO4, GUEST_ECN, GUEST_UFO])),
+            TapOffloads::CSUM | TapOffloads::TSO4 | TapOffloads::TSO_ECN | TapOffloads::UFO
+        );
+    }
+
+    #[test]
+    fn requirements_follow_the_spec() {
+        assert_eq!(
+            unmet_requirement(feature_word(&[HOST_USO])),
+            Some((HOST_USO, &[CSUM][..]))
+        );
+        assert_eq!(unmet_requirement(feature_word(&[HOST_USO, CSUM])), None);
+        assert!(unmet_requirement(feature_word(&[GUEST_CSUM, GUEST_ECN])).is_some());
+        assert!(unmet_requirement(feature_word(&[GUEST_CSUM, GUEST_TSO6, GUEST_ECN])).is_none());
+    }
+}
