@@ -513,3 +513,115 @@ fn without_the_explicit_properties_qemu_would_offer_other_bits() {
     );
     let _ = qmp.execute("quit", json!({}));
 }
+
+// ---------------------------------------------------------------------------------------
+// The self-test guest under both VMMs.
+
+/// The guest's report lines that describe the device and what it negotiated: they must
+/// be the same whichever VMM runs the ABI.
+fn device_report(serial: &str) -> Vec<String> {
+    serial
+        .lines()
+        .filter(|l| {
+            [
+                "selftest: cmdline",
+                "selftest: mmio",
+                "selftest: offered",
+                "selftest: negotiated",
+                "selftest: tx",
+            ]
+            .iter()
+            .any(|p| l.starts_with(p))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Runs `program args` in a fresh namespace holding an up, persistent TAP named `tap`
+/// (so the guest's frames have somewhere to go); returns stdout and the exit code.
+fn run_in_namespace(program: &str, args: &[String], tap: &str) -> (String, Option<i32>) {
+    let ns = Netns::create();
+    for args in [
+        vec!["tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr"],
+        vec!["link", "set", tap, "up"],
+    ] {
+        let o = Command::new("ip").args(["-n", &ns.0]).args(&args).output().expect("ip");
+        assert!(
+            o.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &ns.0, program])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("output");
+            panic!(
+                "{program} did not stop within 60 s\n{}\n{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        stdout.contains("selftest: pass"),
+        "{program}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (stdout, out.status.code())
+}
+
+#[test]
+fn the_self_test_guest_sees_the_same_device_under_qemu_and_vmc_run() {
+    if !support::require_qemu("the_self_test_guest_sees_the_same_device_under_qemu_and_vmc_run") {
+        return;
+    }
+    let s = support::Scratch::new("qemu-vs-vmc");
+    let o = support::vmc(&["selftest-guest", "-o", &s.path("selftest.elf").display().to_string()]);
+    assert!(o.status.success(), "{}", support::stderr(&o));
+    let spec = std::fs::read_to_string(support::repo().join("specs/selftest.kdl"))
+        .unwrap()
+        .replace("guest/selftest.elf", "selftest.elf");
+    let spec_path = s.write("selftest.kdl", spec);
+    for platform in ["linux-5.15", "linux-6.9"] {
+        let abi = s.path(&format!("selftest-{platform}.abi")).display().to_string();
+        let o = support::vmc(&["compile", &spec_path, "--platform", platform, "-o", &abi]);
+        assert!(o.status.success(), "{}", support::stderr(&o));
+        let doc = AbiDocument::from_kdl(&vmc_compiler::SourceFile::new(
+            &abi,
+            std::fs::read_to_string(&abi).unwrap(),
+        ))
+        .unwrap();
+        let tap = doc.host.tap("net0").unwrap().to_string();
+
+        let (under_vmc, code) = run_in_namespace(env!("CARGO_BIN_EXE_vmc"), &["run".to_string(), abi.clone()], &tap);
+        assert_eq!(code, Some(0), "{under_vmc}");
+        let (under_qemu, code) = run_in_namespace(lower::QEMU_BINARY, &lower::qemu(&doc).unwrap(), &tap);
+        // QEMU's isa-debug-exit turns the guest's exit code 0 into (0 << 1) | 1.
+        assert_eq!(code, Some(1), "{under_qemu}");
+
+        let (a, b) = (device_report(&under_vmc), device_report(&under_qemu));
+        assert!(a.iter().any(|l| l.starts_with("selftest: offered")), "{under_vmc}");
+        assert_eq!(
+            a, b,
+            "{platform}: the guest saw different devices\nvmc run:\n{under_vmc}\nQEMU:\n{under_qemu}"
+        );
+        let offered: Vec<String> = doc.abi.devices[0].device_features.iter().map(u32::to_string).collect();
+        assert!(
+            a.contains(&format!("selftest: offered {}", offered.join(" "))),
+            "{under_vmc}"
+        );
+    }
+}
