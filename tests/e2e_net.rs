@@ -13,7 +13,6 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::UdpSocket;
-use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -166,18 +165,7 @@ fn network(ns: &NetNs) {
 fn send_uso(ns: &NetNs) {
     ns.run(|| {
         let sock = UdpSocket::bind("10.0.2.2:5002").expect("bind sender");
-        let gso_size: libc::c_int = MSS as libc::c_int;
-        // SAFETY: setsockopt on a socket we own, with a c_int option value.
-        let ret = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_UDP,
-                103, // UDP_SEGMENT
-                (&gso_size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(ret, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+        common::set_udp_segment(&sock, MSS as u16);
         let payload: Vec<u8> = (0..SEGMENTS * MSS).map(|i| (i % 251) as u8).collect();
         sock.send_to(&payload, "10.0.2.15:5000").expect("send to the guest");
     });

@@ -24,23 +24,6 @@ use vmc_compiler::{cpu, lower, schema, AbiDocument, PlatformRegistry};
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn specs() -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = std::fs::read_dir(support::repo().join("specs"))
-        .expect("specs/")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "kdl"))
-        .map(|p| {
-            (
-                p.file_stem().unwrap().to_string_lossy().into_owned(),
-                std::fs::read_to_string(&p).unwrap(),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 // ---------------------------------------------------------------------------------------
 // A network namespace and a QEMU process in it, both gone when dropped.
 
@@ -453,7 +436,7 @@ fn qemu_offers_exactly_the_abi_device_features_for_every_spec() {
     let registry = PlatformRegistry::builtin();
     let scratch = support::Scratch::new("qemu-features");
     let mut checked = Vec::new();
-    for (stem, text) in specs() {
+    for (stem, text) in support::example_specs() {
         // Every built-in platform: those without TAP USO (linux-5.15, …) and with it.
         for platform in registry.names() {
             let name = format!("{stem}@{platform}");

@@ -15,25 +15,10 @@ fn settings() -> insta::Settings {
     s
 }
 
-fn specs() -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = std::fs::read_dir(support::repo().join("specs"))
-        .expect("specs/")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|x| x == "kdl"))
-        .map(|p| {
-            let stem = p.file_stem().unwrap().to_string_lossy().into_owned();
-            (stem, std::fs::read_to_string(&p).unwrap())
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 #[test]
 fn every_spec_for_every_builtin_platform() {
     let registry = PlatformRegistry::builtin();
-    let specs = specs();
+    let specs = support::example_specs();
     assert!(specs.len() >= 3, "specs/ holds the example specs");
     let mut compiled = 0;
     for (stem, text) in &specs {

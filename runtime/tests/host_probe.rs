@@ -8,8 +8,7 @@ use std::process::Command;
 
 use common::{require_kvm_or_skip, require_root_or_skip, run, NetNs};
 use vmc_runtime::host::{
-    CpuidReg, Errno, HostProbe, KernelRelease, KvmProbe, ProbeError, TapError, TapOffloads,
-    TapProbe,
+    CpuidReg, Errno, HostProbe, KernelRelease, KvmProbe, ProbeError, TapError, TapOffloads, TapProbe,
 };
 
 #[test]
@@ -25,9 +24,7 @@ fn the_kernel_release_is_what_uname_r_prints() {
 
 #[test]
 fn tap_offloads_are_measured_on_a_throwaway_tap_that_is_removed_afterwards() {
-    if !require_root_or_skip(
-        "tap_offloads_are_measured_on_a_throwaway_tap_that_is_removed_afterwards",
-    ) {
+    if !require_root_or_skip("tap_offloads_are_measured_on_a_throwaway_tap_that_is_removed_afterwards") {
         return;
     }
     let ns = NetNs::create();
@@ -43,9 +40,7 @@ fn tap_offloads_are_measured_on_a_throwaway_tap_that_is_removed_afterwards() {
 
     assert!(tap.driver_features.vnet_hdr());
     assert!(tap.vnet_hdr());
-    let offloads = tap
-        .offloads
-        .unwrap_or_else(|error| panic!("offload probe: {error}"));
+    let offloads = tap.offloads.unwrap_or_else(|error| panic!("offload probe: {error}"));
     println!(
         "accepted offloads: {} (uso needs both: {})",
         offloads.accepted, offloads.uso_needs_both
@@ -104,20 +99,14 @@ fn supported_cpuid_is_kept_raw_and_answers_bit_lookups() {
         .iter()
         .flat_map(|reg| reg.to_le_bytes())
         .collect();
-    assert_eq!(
-        String::from_utf8_lossy(&vendor),
-        String::from_utf8_lossy(&host_vendor)
-    );
+    assert_eq!(String::from_utf8_lossy(&vendor), String::from_utf8_lossy(&host_vendor));
 
     // KVM emulates x2APIC whatever the host has, so leaf 1 ecx bit 21 is always offered;
     // and the lookup agrees with the raw entry bit for bit.
     assert!(kvm.has_cpuid_bit(1, 0, CpuidReg::Ecx, 21));
     let leaf1 = cpuid.entry(1, 0).expect("leaf 1");
     for bit in 0..32 {
-        assert_eq!(
-            kvm.has_cpuid_bit(1, 0, CpuidReg::Edx, bit),
-            leaf1.edx & (1 << bit) != 0
-        );
+        assert_eq!(kvm.has_cpuid_bit(1, 0, CpuidReg::Edx, bit), leaf1.edx & (1 << bit) != 0);
     }
     assert!(!kvm.has_cpuid_bit(0x7fff_ffff, 0, CpuidReg::Eax, 0));
 }
@@ -149,10 +138,7 @@ fn an_unprivileged_probe_still_answers_and_names_what_it_could_not_measure() {
         output.status.success(),
         "the unprivileged probe failed:\n{stdout}\n{stderr}"
     );
-    assert!(
-        stdout.contains("probe as nobody:"),
-        "the child did not run:\n{stdout}"
-    );
+    assert!(stdout.contains("probe as nobody:"), "the child did not run:\n{stdout}");
 }
 
 fn unprivileged_child() {
@@ -169,11 +155,7 @@ fn unprivileged_child() {
             assert!(hint.contains("permission"), "{hint}");
         }
         Ok(tap) => match &tap.offloads {
-            Err(
-                error @ ProbeError::Tap(TapError::Ioctl {
-                    ioctl: "TUNSETIFF", ..
-                }),
-            ) => {
+            Err(error @ ProbeError::Tap(TapError::Ioctl { ioctl: "TUNSETIFF", .. })) => {
                 assert!(error.to_string().contains("CAP_NET_ADMIN"), "{error}");
             }
             other => panic!("offloads measured without CAP_NET_ADMIN? {other:?}"),
@@ -186,10 +168,7 @@ fn unprivileged_child() {
         Ok(kvm) => assert_eq!(kvm.api_version, 12),
         Err(error @ ProbeError::OpenKvm { errno, .. }) => {
             assert_eq!(*errno, Errno(libc::EACCES));
-            assert!(
-                error.to_string().contains("no permission on /dev/kvm"),
-                "{error}"
-            );
+            assert!(error.to_string().contains("no permission on /dev/kvm"), "{error}");
         }
         Err(other) => panic!("unexpected KVM error {other}"),
     }

@@ -80,9 +80,7 @@ fn creating_exclusively_refuses_an_existing_interface() {
     }
     let ns = NetNs::create();
     ns.ip(&["tuntap", "add", "dev", TAP, "mode", "tap", "vnet_hdr"]);
-    let error = ns
-        .run(|| Tap::create_exclusive(TAP))
-        .expect_err("the name is taken");
+    let error = ns.run(|| Tap::create_exclusive(TAP)).expect_err("the name is taken");
     assert_eq!(error.errno(), Some(Errno(libc::EBUSY)));
     assert!(error.to_string().contains("already exists"), "{error}");
 }
@@ -150,10 +148,7 @@ fn a_frame_written_with_a_vnet_header_is_received_by_the_interface() {
     assert_eq!(written, Some(VNET_HDR_LEN + frame.len()));
 
     assert_eq!(ns.counter(TAP, "rx_packets"), packets_before + 1);
-    assert_eq!(
-        ns.counter(TAP, "rx_bytes"),
-        bytes_before + frame.len() as u64
-    );
+    assert_eq!(ns.counter(TAP, "rx_bytes"), bytes_before + frame.len() as u64);
 }
 
 #[test]
@@ -164,18 +159,13 @@ fn a_udp_datagram_arrives_with_a_complete_checksum_when_the_tap_has_no_offloads(
     }
     let net = Wired::new(TapOffloads::NONE);
     let payload = b"hello from the vmc tap test";
-    net.socket
-        .send_to(payload, (PEER, PEER_PORT))
-        .expect("send");
+    net.socket.send_to(payload, (PEER, PEER_PORT)).expect("send");
 
     let frame = net.next_udp_frame();
     assert_eq!(frame.header.gso_type, VIRTIO_NET_HDR_GSO_NONE);
     assert_eq!(frame.header.flags & VIRTIO_NET_HDR_F_NEEDS_CSUM, 0);
     assert_eq!(frame.udp_payload(), payload);
-    assert!(
-        frame.udp_checksum_is_valid(),
-        "the stack completed the checksum"
-    );
+    assert!(frame.udp_checksum_is_valid(), "the stack completed the checksum");
 }
 
 #[test]
@@ -186,9 +176,7 @@ fn a_udp_datagram_arrives_with_a_partial_checksum_when_the_tap_takes_csum() {
     }
     let net = Wired::new(TapOffloads::CSUM);
     let payload = b"checksum left to the device";
-    net.socket
-        .send_to(payload, (PEER, PEER_PORT))
-        .expect("send");
+    net.socket.send_to(payload, (PEER, PEER_PORT)).expect("send");
 
     let frame = net.next_udp_frame();
     assert_eq!(frame.header.gso_type, VIRTIO_NET_HDR_GSO_NONE);
@@ -230,11 +218,7 @@ fn a_udp_gso_send_arrives_as_separate_frames_when_the_tap_lacks_uso() {
     for chunk in data.chunks(GSO_SIZE.into()) {
         let frame = net.next_udp_frame();
         assert_eq!(frame.header.gso_type, VIRTIO_NET_HDR_GSO_NONE);
-        assert_eq!(
-            frame.udp_payload(),
-            chunk,
-            "one segment per frame, in order"
-        );
+        assert_eq!(frame.udp_payload(), chunk, "one segment per frame, in order");
         received.extend_from_slice(frame.udp_payload());
     }
     assert_eq!(received, data);
@@ -244,9 +228,7 @@ const GSO_SIZE: u16 = 1000;
 
 /// Three segments' worth, each byte telling where it belongs.
 fn gso_data() -> Vec<u8> {
-    (0..3 * usize::from(GSO_SIZE))
-        .map(|i| (i % 251) as u8)
-        .collect()
+    (0..3 * usize::from(GSO_SIZE)).map(|i| (i % 251) as u8).collect()
 }
 
 /// A namespace with a TAP at 10.77.0.1/24, a peer 10.77.0.2 reachable through it by a
@@ -286,27 +268,12 @@ impl Wired {
         let socket = ns
             .run(|| UdpSocket::bind((LOCAL, 0)))
             .expect("bind a UDP socket in the namespace");
-        Wired {
-            tap,
-            socket,
-            _ns: ns,
-        }
+        Wired { tap, socket, _ns: ns }
     }
 
     /// One `send` that the kernel segments every `gso_size` bytes (`UDP_SEGMENT`).
     fn send_segmented(&self, data: &[u8], gso_size: u16) {
-        let size = libc::c_int::from(gso_size);
-        // SAFETY: setsockopt reads one int from a valid pointer.
-        let ret = unsafe {
-            libc::setsockopt(
-                self.socket.as_raw_fd(),
-                libc::SOL_UDP,
-                libc::UDP_SEGMENT,
-                (&size as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(ret, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+        common::set_udp_segment(&self.socket, gso_size);
         let sent = self.socket.send_to(data, (PEER, PEER_PORT)).expect("send");
         assert_eq!(sent, data.len());
     }
@@ -394,11 +361,7 @@ impl TapFrame {
     fn udp_payload(&self) -> &[u8] {
         let udp = self.udp().expect("a UDP frame");
         let len = usize::from(u16::from_be_bytes([udp[4], udp[5]]));
-        assert!(
-            len >= 8 && len <= udp.len(),
-            "UDP length {len} of {}",
-            udp.len()
-        );
+        assert!(len >= 8 && len <= udp.len(), "UDP length {len} of {}", udp.len());
         &udp[8..len]
     }
 

@@ -47,9 +47,8 @@ const QUIET_TIMEOUT: Duration = Duration::from_millis(300);
 const NEEDS_CSUM: u8 = 1;
 const GSO_NONE: u8 = 0;
 const GSO_UDP_L4: u8 = 5;
-/// `PACKET_VNET_HDR` (linux/if_packet.h) and `UDP_SEGMENT` (linux/udp.h).
+/// `PACKET_VNET_HDR` (linux/if_packet.h).
 const PACKET_VNET_HDR: libc::c_int = 15;
-const UDP_SEGMENT: libc::c_int = 103;
 
 /// Root, TUN, `ip`, KVM and QEMU, or skip (fail under CI).
 fn prerequisites_or_skip(test: &str) -> bool {
@@ -564,18 +563,7 @@ fn receive_segmented_sends(test: &str, props: &str, sends: &[(usize, usize)]) ->
     let qemu = Qemu::start(&lab, props, &flow_cmdline(1, 100, total));
     qemu.wait_for_line("selftest: rx ready");
     for &(segments, mss) in sends {
-        let gso_size = mss as libc::c_int;
-        // SAFETY: setsockopt on a socket we own, with an int.
-        let ret = unsafe {
-            libc::setsockopt(
-                lab.udp.as_raw_fd(),
-                libc::SOL_UDP,
-                UDP_SEGMENT,
-                (&gso_size as *const libc::c_int).cast(),
-                std::mem::size_of_val(&gso_size) as libc::socklen_t,
-            )
-        };
-        assert_eq!(ret, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+        common::set_udp_segment(&lab.udp, u16::try_from(mss).expect("mss fits a u16"));
         let payload: Vec<u8> = (0..segments).flat_map(|i| segment_pattern(i, mss)).collect();
         lab.udp.send_to(&payload, GUEST).expect("send to the guest");
     }

@@ -13,7 +13,6 @@ mod driver;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -224,18 +223,7 @@ fn udp_payload(frame: &[u8]) -> &[u8] {
 
 /// One `send` that the kernel segments every `gso_size` bytes (`UDP_SEGMENT`).
 fn send_segmented(socket: &UdpSocket, data: &[u8], gso_size: u16) {
-    let size = libc::c_int::from(gso_size);
-    // SAFETY: setsockopt reads one int from a valid pointer.
-    let ret = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_UDP,
-            libc::UDP_SEGMENT,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(ret, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+    common::set_udp_segment(socket, gso_size);
     let sent = socket.send_to(data, (Ipv4Addr::from(GUEST), PORT)).expect("send");
     assert_eq!(sent, data.len());
 }

@@ -10,6 +10,22 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Every example spec in `specs/` as (file stem, text), sorted.
+pub fn example_specs() -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = std::fs::read_dir(repo().join("specs"))
+        .expect("specs/")
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "kdl"))
+        .map(|p| {
+            let stem = p.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+            (stem, std::fs::read_to_string(&p).expect("read a spec"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
 /// Compiles spec text for a built-in platform, as if the spec lived in `/vmc/specs`
 /// (so documents do not depend on where the checkout is).
 pub fn compile_text(text: &str, platform: &str) -> Result<AbiDocument, Problems> {

@@ -36,57 +36,15 @@ use iced_x86::code_asm::*;
 use super::asm::GuestAsm;
 use super::{cmdline_keys as keys, SCRATCH_ADDR};
 
-/// virtio-mmio version 2 register offsets.
-mod reg {
-    pub const VERSION: i32 = 0x004;
-    pub const DEVICE_FEATURES: i32 = 0x010;
-    pub const DEVICE_FEATURES_SEL: i32 = 0x014;
-    pub const DRIVER_FEATURES: i32 = 0x020;
-    pub const DRIVER_FEATURES_SEL: i32 = 0x024;
-    pub const QUEUE_SEL: i32 = 0x030;
-    pub const QUEUE_NUM_MAX: i32 = 0x034;
-    pub const QUEUE_NUM: i32 = 0x038;
-    pub const QUEUE_READY: i32 = 0x044;
-    pub const QUEUE_NOTIFY: i32 = 0x050;
-    pub const STATUS: i32 = 0x070;
-    pub const QUEUE_DESC_LOW: i32 = 0x080;
-    pub const QUEUE_DESC_HIGH: i32 = 0x084;
-    pub const QUEUE_DRIVER_LOW: i32 = 0x090;
-    pub const QUEUE_DRIVER_HIGH: i32 = 0x094;
-    pub const QUEUE_DEVICE_LOW: i32 = 0x0a0;
-    pub const QUEUE_DEVICE_HIGH: i32 = 0x0a4;
-    pub const CONFIG: i32 = 0x100;
-}
+// The virtio constants (register offsets, status and feature bits) are the same numbers
+// the device uses, from Linux's uapi headers by way of `virtio-bindings`.
+use crate::devices::virtio::features::VERSION_1;
+pub use crate::devices::virtio::net::feature;
+use crate::devices::virtio::{mmio::reg, status};
 
-/// Device status bits (virtio 1.x §2.1).
-mod status {
-    pub const ACKNOWLEDGE: u32 = 1;
-    pub const DRIVER: u32 = 2;
-    pub const DRIVER_OK: u32 = 4;
-    pub const FEATURES_OK: u32 = 8;
-    pub const FAILED: u32 = 0x80;
-}
-
-/// virtio-net feature bits this driver handles (virtio 1.x §5.1.3).
-pub mod feature {
-    pub const CSUM: u32 = 0;
-    pub const GUEST_CSUM: u32 = 1;
-    pub const MTU: u32 = 3;
-    pub const MAC: u32 = 5;
-    pub const GUEST_TSO4: u32 = 7;
-    pub const GUEST_TSO6: u32 = 8;
-    pub const GUEST_ECN: u32 = 9;
-    pub const GUEST_UFO: u32 = 10;
-    pub const HOST_TSO4: u32 = 11;
-    pub const HOST_TSO6: u32 = 12;
-    pub const HOST_ECN: u32 = 13;
-    pub const HOST_UFO: u32 = 14;
-    pub const MRG_RXBUF: u32 = 15;
-    pub const STATUS: u32 = 16;
-    pub const VERSION_1: u32 = 32;
-    pub const GUEST_USO4: u32 = 54;
-    pub const GUEST_USO6: u32 = 55;
-    pub const HOST_USO: u32 = 56;
+/// A register offset as an address displacement in the guest's code.
+const fn at(offset: u64) -> i32 {
+    offset as i32
 }
 
 /// Every feature the driver accepts when offered. Left out on purpose: the control
@@ -378,7 +336,7 @@ fn init(g: &mut GuestAsm, n: &Net) -> Result<(), IcedError> {
     let mut reset_done = g.label();
     let a = g.asm();
     a.mov(edi, dword_ptr(n.base))?;
-    a.mov(eax, dword_ptr(edi + reg::VERSION))?;
+    a.mov(eax, dword_ptr(edi + at(reg::VERSION)))?;
     a.cmp(eax, 2u32)?;
     a.je(version_ok)?;
     g.print("selftest: net virtio-mmio version ")?;
@@ -389,10 +347,10 @@ fn init(g: &mut GuestAsm, n: &Net) -> Result<(), IcedError> {
 
     // Writing 0 resets; the reset is complete when Status reads back 0.
     let a = g.asm();
-    a.mov(dword_ptr(edi + reg::STATUS), 0u32)?;
+    a.mov(dword_ptr(edi + at(reg::STATUS)), 0u32)?;
     a.mov(ecx, 1000u32)?;
     a.set_label(&mut reset_wait)?;
-    a.cmp(dword_ptr(edi + reg::STATUS), 0u32)?;
+    a.cmp(dword_ptr(edi + at(reg::STATUS)), 0u32)?;
     a.je(reset_done)?;
     a.dec(ecx)?;
     a.jnz(reset_wait)?;
@@ -401,11 +359,11 @@ fn init(g: &mut GuestAsm, n: &Net) -> Result<(), IcedError> {
     g.bind(&mut reset_done)?;
 
     let a = g.asm();
-    a.mov(dword_ptr(edi + reg::STATUS), status::ACKNOWLEDGE)?;
-    a.mov(dword_ptr(edi + reg::STATUS), status::ACKNOWLEDGE | status::DRIVER)?;
+    a.mov(dword_ptr(edi + at(reg::STATUS)), status::ACKNOWLEDGE)?;
+    a.mov(dword_ptr(edi + at(reg::STATUS)), status::ACKNOWLEDGE | status::DRIVER)?;
     for (word, var) in [(0u32, n.offered_lo), (1, n.offered_hi)] {
-        a.mov(dword_ptr(edi + reg::DEVICE_FEATURES_SEL), word)?;
-        a.mov(eax, dword_ptr(edi + reg::DEVICE_FEATURES))?;
+        a.mov(dword_ptr(edi + at(reg::DEVICE_FEATURES_SEL)), word)?;
+        a.mov(eax, dword_ptr(edi + at(reg::DEVICE_FEATURES)))?;
         a.mov(dword_ptr(var), eax)?;
     }
     g.print("selftest: offered")?;
@@ -429,7 +387,7 @@ fn negotiate(g: &mut GuestAsm, n: &Net) -> Result<(), IcedError> {
     a.mov(dword_ptr(n.negotiated_hi), eax)?;
     // A version 2 transport without VERSION_1 is a broken device; this driver has no
     // legacy mode to fall back to.
-    a.test(eax, 1u32 << (feature::VERSION_1 - 32))?;
+    a.test(eax, 1u32 << (VERSION_1 - 32))?;
     a.jnz(modern)?;
     g.print("selftest: net device does not offer VERSION_1\n")?;
     fail_device(g, n, EXIT_NET_DEVICE)?;
@@ -437,15 +395,15 @@ fn negotiate(g: &mut GuestAsm, n: &Net) -> Result<(), IcedError> {
 
     let a = g.asm();
     for (word, var) in [(0u32, n.negotiated_lo), (1, n.negotiated_hi)] {
-        a.mov(dword_ptr(edi + reg::DRIVER_FEATURES_SEL), word)?;
+        a.mov(dword_ptr(edi + at(reg::DRIVER_FEATURES_SEL)), word)?;
         a.mov(eax, dword_ptr(var))?;
-        a.mov(dword_ptr(edi + reg::DRIVER_FEATURES), eax)?;
+        a.mov(dword_ptr(edi + at(reg::DRIVER_FEATURES)), eax)?;
     }
     a.mov(
-        dword_ptr(edi + reg::STATUS),
+        dword_ptr(edi + at(reg::STATUS)),
         status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK,
     )?;
-    a.mov(eax, dword_ptr(edi + reg::STATUS))?;
+    a.mov(eax, dword_ptr(edi + at(reg::STATUS)))?;
     a.test(eax, status::FEATURES_OK)?;
     a.jnz(accepted)?;
     g.print("selftest: net features not accepted, status ")?;
@@ -468,7 +426,7 @@ fn negotiate(g: &mut GuestAsm, n: &Net) -> Result<(), IcedError> {
     a.test(dword_ptr(n.negotiated_lo), 1u32 << feature::MAC)?;
     a.jz(no_mac)?;
     for i in 0..6 {
-        a.mov(al, byte_ptr(edi + reg::CONFIG + i))?;
+        a.mov(al, byte_ptr(edi + at(reg::CONFIG) + i))?;
         a.mov(byte_ptr(n.smac + i as u32), al)?;
     }
     g.bind(&mut no_mac)?;
@@ -484,7 +442,7 @@ fn setup_queues(g: &mut GuestAsm, n: &Net) -> Result<(), IcedError> {
     a.dec(eax)?;
     a.mov(dword_ptr(n.rx_ring_mask), eax)?;
     a.mov(
-        dword_ptr(edi + reg::STATUS),
+        dword_ptr(edi + at(reg::STATUS)),
         status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
     )
 }
@@ -500,8 +458,8 @@ fn setup_queue(g: &mut GuestAsm, n: &Net, index: u32, desc: u32, size: u32) -> R
     let mut halve = g.label();
     let mut sized = g.label();
     let a = g.asm();
-    a.mov(dword_ptr(edi + reg::QUEUE_SEL), index)?;
-    a.mov(eax, dword_ptr(edi + reg::QUEUE_NUM_MAX))?;
+    a.mov(dword_ptr(edi + at(reg::QUEUE_SEL)), index)?;
+    a.mov(eax, dword_ptr(edi + at(reg::QUEUE_NUM_MAX)))?;
     a.test(eax, eax)?;
     a.jnz(present)?;
     g.print(&format!("selftest: net queue {index} is not available\n"))?;
@@ -516,19 +474,19 @@ fn setup_queue(g: &mut GuestAsm, n: &Net, index: u32, desc: u32, size: u32) -> R
     a.jmp(halve)?;
     a.set_label(&mut sized)?;
     a.mov(dword_ptr(size), ecx)?;
-    a.mov(dword_ptr(edi + reg::QUEUE_NUM), ecx)?;
+    a.mov(dword_ptr(edi + at(reg::QUEUE_NUM)), ecx)?;
     // Fresh rings: avail flags = NO_INTERRUPT (the driver polls), both indexes 0.
     a.mov(dword_ptr(avail), 1u32)?;
     a.mov(dword_ptr(used), 0u32)?;
     for (low, high, addr) in [
-        (reg::QUEUE_DESC_LOW, reg::QUEUE_DESC_HIGH, desc),
-        (reg::QUEUE_DRIVER_LOW, reg::QUEUE_DRIVER_HIGH, avail),
-        (reg::QUEUE_DEVICE_LOW, reg::QUEUE_DEVICE_HIGH, used),
+        (at(reg::QUEUE_DESC_LOW), at(reg::QUEUE_DESC_HIGH), desc),
+        (at(reg::QUEUE_DRIVER_LOW), at(reg::QUEUE_DRIVER_HIGH), avail),
+        (at(reg::QUEUE_DEVICE_LOW), at(reg::QUEUE_DEVICE_HIGH), used),
     ] {
         a.mov(dword_ptr(edi + low), addr)?;
         a.mov(dword_ptr(edi + high), 0u32)?;
     }
-    a.mov(dword_ptr(edi + reg::QUEUE_READY), 1u32)
+    a.mov(dword_ptr(edi + at(reg::QUEUE_READY)), 1u32)
 }
 
 /// Sends the flow: with HOST_USO one frame carrying every segment (the device, or
@@ -602,7 +560,7 @@ fn transmit(g: &mut GuestAsm, n: &Net) -> Result<(), IcedError> {
     a.mov(eax, dword_ptr(n.tx_frames))?;
     a.mov(word_ptr(TX_AVAIL + 2), ax)?;
     a.mov(edi, dword_ptr(n.base))?;
-    a.mov(dword_ptr(edi + reg::QUEUE_NOTIFY), TX_QUEUE)?;
+    a.mov(dword_ptr(edi + at(reg::QUEUE_NOTIFY)), TX_QUEUE)?;
     a.mov(ecx, TX_WAIT_ITERATIONS)?;
     a.set_label(&mut wait)?;
     a.movzx(eax, word_ptr(TX_USED + 2))?;
@@ -803,7 +761,7 @@ fn receive(g: &mut GuestAsm, n: &Net) -> Result<(), IcedError> {
     a.mov(word_ptr(RX_AVAIL + 2), cx)?;
     a.mov(dword_ptr(n.rx_avail_idx), ecx)?;
     a.mov(edi, dword_ptr(n.base))?;
-    a.mov(dword_ptr(edi + reg::QUEUE_NOTIFY), RX_QUEUE)?;
+    a.mov(dword_ptr(edi + at(reg::QUEUE_NOTIFY)), RX_QUEUE)?;
     g.print("selftest: rx ready, ")?;
     print_var(g, n.rx_buffers)?;
     g.print(" buffers of ")?;
@@ -1023,7 +981,7 @@ fn recycle_rx_buffers(g: &mut GuestAsm, n: &Net) -> Result<(), IcedError> {
     a.mov(eax, dword_ptr(n.rx_avail_idx))?;
     a.mov(word_ptr(RX_AVAIL + 2), ax)?;
     a.mov(edi, dword_ptr(n.base))?;
-    a.mov(dword_ptr(edi + reg::QUEUE_NOTIFY), RX_QUEUE)
+    a.mov(dword_ptr(edi + at(reg::QUEUE_NOTIFY)), RX_QUEUE)
 }
 
 /// One poll's pause: a read of COM1's line status register, i.e. one VM exit, so that
@@ -1076,9 +1034,9 @@ fn print_var(g: &mut GuestAsm, var: u32) -> Result<(), IcedError> {
 fn fail_device(g: &mut GuestAsm, n: &Net, code: u8) -> Result<(), IcedError> {
     let a = g.asm();
     a.mov(edi, dword_ptr(n.base))?;
-    a.mov(eax, dword_ptr(edi + reg::STATUS))?;
+    a.mov(eax, dword_ptr(edi + at(reg::STATUS)))?;
     a.or(eax, status::FAILED)?;
-    a.mov(dword_ptr(edi + reg::STATUS), eax)?;
+    a.mov(dword_ptr(edi + at(reg::STATUS)), eax)?;
     g.exit(code)
 }
 

@@ -66,6 +66,24 @@ pub fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// Makes every later `send` on `socket` a UDP GSO send: the kernel cuts the payload into
+/// datagrams of `gso_size` bytes (`UDP_SEGMENT`, Linux 4.18+), or hands it whole to a
+/// device that can segment it (a TAP with USO).
+pub fn set_udp_segment(socket: &std::net::UdpSocket, gso_size: u16) {
+    let size = libc::c_int::from(gso_size);
+    // SAFETY: setsockopt reads one int from a valid pointer, on a socket we own.
+    let ret = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_UDP,
+            libc::UDP_SEGMENT,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(ret, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+}
+
 /// A network namespace made for one test (`vmc-test-<pid>-<n>`), deleted on drop even if
 /// the test fails, with everything in it.
 pub struct NetNs {

@@ -38,13 +38,16 @@ pub mod net;
 pub use mmio::{MmioTransport, TransportError, TransportStats, MMIO_SIZE, QUEUE_NOTIFY_OFFSET};
 
 /// Feature bits every transport knows (virtio 1.x §6 "Reserved Feature Bits").
+///
+/// The numbers come from `virtio-bindings` (Linux's uapi headers), shared by the device
+/// and the self-test guest's driver.
 pub mod features {
     /// The device and driver speak virtio 1.x; a vmc device offers nothing else.
-    pub const VERSION_1: u32 = 32;
+    pub const VERSION_1: u32 = virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
     /// Descriptors may point at indirect descriptor tables.
-    pub const RING_INDIRECT_DESC: u32 = 28;
+    pub const RING_INDIRECT_DESC: u32 = virtio_bindings::virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
     /// `used_event` / `avail_event` notification suppression.
-    pub const RING_EVENT_IDX: u32 = 29;
+    pub const RING_EVENT_IDX: u32 = virtio_bindings::virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 
     /// The feature word with `bit` set.
     pub const fn bit(bit: u32) -> u64 {
@@ -59,12 +62,11 @@ pub mod features {
 
 /// Device status bits (virtio 1.x §2.1).
 pub mod status {
-    pub const ACKNOWLEDGE: u32 = 1;
-    pub const DRIVER: u32 = 2;
-    pub const DRIVER_OK: u32 = 4;
-    pub const FEATURES_OK: u32 = 8;
-    pub const DEVICE_NEEDS_RESET: u32 = 0x40;
-    pub const FAILED: u32 = 0x80;
+    pub use virtio_bindings::virtio_config::{
+        VIRTIO_CONFIG_S_ACKNOWLEDGE as ACKNOWLEDGE, VIRTIO_CONFIG_S_DRIVER as DRIVER,
+        VIRTIO_CONFIG_S_DRIVER_OK as DRIVER_OK, VIRTIO_CONFIG_S_FAILED as FAILED,
+        VIRTIO_CONFIG_S_FEATURES_OK as FEATURES_OK, VIRTIO_CONFIG_S_NEEDS_RESET as DEVICE_NEEDS_RESET,
+    };
 }
 
 /// Why the device interrupts the guest; the bits of the InterruptStatus register.

@@ -36,25 +36,17 @@ pub const DEVICE_ID: u32 = 1;
 pub const RX_QUEUE: usize = 0;
 pub const TX_QUEUE: usize = 1;
 
-/// virtio-net feature bits (virtio 1.x §5.1.3, Linux `uapi/linux/virtio_net.h`).
+/// virtio-net feature bits (virtio 1.x §5.1.3), from Linux's `uapi/linux/virtio_net.h`.
 pub mod feature {
-    pub const CSUM: u32 = 0;
-    pub const GUEST_CSUM: u32 = 1;
-    pub const MTU: u32 = 3;
-    pub const MAC: u32 = 5;
-    pub const GUEST_TSO4: u32 = 7;
-    pub const GUEST_TSO6: u32 = 8;
-    pub const GUEST_ECN: u32 = 9;
-    pub const GUEST_UFO: u32 = 10;
-    pub const HOST_TSO4: u32 = 11;
-    pub const HOST_TSO6: u32 = 12;
-    pub const HOST_ECN: u32 = 13;
-    pub const HOST_UFO: u32 = 14;
-    pub const MRG_RXBUF: u32 = 15;
-    pub const STATUS: u32 = 16;
-    pub const GUEST_USO4: u32 = 54;
-    pub const GUEST_USO6: u32 = 55;
-    pub const HOST_USO: u32 = 56;
+    pub use virtio_bindings::virtio_net::{
+        VIRTIO_NET_F_CSUM as CSUM, VIRTIO_NET_F_GUEST_CSUM as GUEST_CSUM, VIRTIO_NET_F_GUEST_ECN as GUEST_ECN,
+        VIRTIO_NET_F_GUEST_TSO4 as GUEST_TSO4, VIRTIO_NET_F_GUEST_TSO6 as GUEST_TSO6,
+        VIRTIO_NET_F_GUEST_UFO as GUEST_UFO, VIRTIO_NET_F_GUEST_USO4 as GUEST_USO4,
+        VIRTIO_NET_F_GUEST_USO6 as GUEST_USO6, VIRTIO_NET_F_HOST_ECN as HOST_ECN, VIRTIO_NET_F_HOST_TSO4 as HOST_TSO4,
+        VIRTIO_NET_F_HOST_TSO6 as HOST_TSO6, VIRTIO_NET_F_HOST_UFO as HOST_UFO, VIRTIO_NET_F_HOST_USO as HOST_USO,
+        VIRTIO_NET_F_MAC as MAC, VIRTIO_NET_F_MRG_RXBUF as MRG_RXBUF, VIRTIO_NET_F_MTU as MTU,
+        VIRTIO_NET_F_STATUS as STATUS,
+    };
 }
 
 use feature::*;
