@@ -86,3 +86,74 @@ fn run_refuses_an_edited_document_and_a_missing_kernel() {
         assert!(stderr(&o).contains("cannot read the kernel"), "{}", stderr(&o));
     }
 }
+
+/// The CPU features the guest sees, from its `selftest: cpuid` lines.
+fn guest_cpu_features(serial: &str) -> Vec<&'static str> {
+    let mut regs = std::collections::HashMap::new();
+    for line in serial.lines().filter_map(|l| l.strip_prefix("selftest: cpuid ")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let leaf = u32::from_str_radix(words[0].trim_start_matches("0x"), 16).unwrap();
+        for pair in words[1..].chunks(2) {
+            let value = u32::from_str_radix(pair[1].trim_start_matches("0x"), 16).unwrap();
+            regs.insert((leaf, pair[0]), value);
+        }
+    }
+    assert_eq!(regs.len(), 7, "seven feature registers reported:\n{serial}");
+    vmc_compiler::cpu::FEATURES
+        .iter()
+        .filter(|f| {
+            let reg = match f.reg {
+                vmc_compiler::cpu::Reg::Eax => "eax",
+                vmc_compiler::cpu::Reg::Ebx => "ebx",
+                vmc_compiler::cpu::Reg::Ecx => "ecx",
+                vmc_compiler::cpu::Reg::Edx => "edx",
+            };
+            regs[&(f.leaf, reg)] & (1 << f.bit) != 0
+        })
+        .map(|f| f.name)
+        .collect()
+}
+
+#[test]
+fn the_guest_sees_the_abi_cpu_features_and_none_kvm_was_told_to_hide() {
+    if !require_host_access("the_guest_sees_the_abi_cpu_features_and_none_kvm_was_told_to_hide") {
+        return;
+    }
+    let (_s, spec) = selftest_dir("run-cpuid", "x86-64-v1", "");
+    let abi = spec.replace(".kdl", ".abi");
+    assert!(vmc(&["compile", &spec, "--platform", "linux-6.9"]).status.success());
+    let o = vmc(&["run", &abi]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let seen = guest_cpu_features(&stdout(&o));
+    let doc: serde_json::Value = serde_json::from_slice(&vmc(&["show", "--json", &abi]).stdout).unwrap();
+    let wanted: Vec<&str> = doc["abi"]["cpu"]["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    for f in &wanted {
+        assert!(seen.contains(f), "the ABI's `{f}` is missing in the guest: {seen:?}");
+    }
+    // What KVM can give a guest but the ABI does not list, the guest must not see. (Bits
+    // KVM does not manage at all are out of vmc's reach: a software-assisted nested KVM
+    // such as kvm_pvm passes some of the real CPU's through regardless.)
+    let probe: serde_json::Value = serde_json::from_slice(&vmc(&["probe", "--json"]).stdout).unwrap();
+    let hidden: Vec<&str> = probe["cpu-features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .filter(|f| !wanted.contains(f))
+        .collect();
+    assert!(
+        !hidden.is_empty(),
+        "this test needs a feature KVM offers beyond x86-64-v1: {probe}"
+    );
+    for f in &hidden {
+        assert!(
+            !seen.contains(f),
+            "`{f}` is outside the ABI but the guest sees it: {seen:?}"
+        );
+    }
+}

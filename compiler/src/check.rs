@@ -43,10 +43,16 @@ pub fn shortfalls(doc: &AbiDocument, host: &Platform) -> Vec<Shortfall> {
     if let Some(available) = &host.cpu_features {
         for f in &doc.requires.cpu_features {
             if !available.contains(f) {
+                let from_model =
+                    crate::cpu::model(&doc.abi.cpu.model).is_none_or(|m| crate::cpu::expand(m).contains(&f.as_str()));
                 out.push(Shortfall {
                     group: Group::Cpu,
                     capability: f.clone(),
-                    needed_by: vec![format!("cpu.model {}", doc.abi.cpu.model)],
+                    needed_by: vec![if from_model {
+                        format!("cpu.model {}", doc.abi.cpu.model)
+                    } else {
+                        format!("the CPU baseline of machine type {}", doc.abi.machine)
+                    }],
                 });
             }
         }
@@ -184,7 +190,7 @@ mod tests {
         let mut h = PlatformRegistry::builtin().get("linux-5.10").unwrap().clone();
         h.name = "host".into();
         h.tap_offloads = offloads.iter().copied().collect();
-        h.cpu_features = Some(cpu.iter().map(|s| s.to_string()).collect());
+        h.cpu_features = Some(cpu.iter().chain(crate::cpu::BASELINE).map(|s| s.to_string()).collect());
         h.kvm_capabilities = kvm.iter().map(|s| s.to_string()).collect();
         h
     }

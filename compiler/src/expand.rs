@@ -203,7 +203,11 @@ impl<'a> Expander<'a> {
                 }
             }
         } else if let Some(model) = cpu::model(&model_name.value) {
-            cpu::expand(model).into_iter().map(str::to_string).collect()
+            let mut features: Vec<&str> = cpu::expand(model);
+            features.extend(cpu::BASELINE);
+            features.sort_unstable();
+            features.dedup();
+            features.into_iter().map(str::to_string).collect()
         } else {
             let mut known: Vec<&str> = cpu::MODELS.iter().map(|m| m.name).collect();
             known.push(cpu::HOST_MODEL);
@@ -246,7 +250,7 @@ impl<'a> Expander<'a> {
         let model_name = self.record("cpu.model", model_name);
         self.origins.insert(
             "cpu.features".to_string(),
-            Origin::Derived(format!("CPU model {model_name} ({origin})")),
+            Origin::Derived(format!("CPU model {model_name} ({origin}) and the architectural baseline")),
         );
         self.origins.insert(
             "cpu.migratable".to_string(),

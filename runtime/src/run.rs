@@ -17,7 +17,7 @@ use kvm_ioctls::IoEventAddress;
 use crate::devices::virtio::net::{Net, NetConfig, NetCounters};
 use crate::devices::virtio::{EventFdInterrupt, MmioTransport, MMIO_SIZE, QUEUE_NOTIFY_OFFSET};
 use crate::host::tap::Tap;
-use crate::vm::cpuid::CpuidBit;
+use crate::vm::cpuid::CpuidMask;
 use crate::vm::{RunOutcome, Vm, VmConfig, VmError};
 
 /// Why `vmc run` did not run the VM (or could not finish running it).
@@ -69,23 +69,47 @@ pub fn preflight(doc: &AbiDocument, host: &Platform) -> Result<(), RunError> {
     }
 }
 
-/// The CPUID bits of every named CPU feature the ABI does not list.
-pub fn hidden_cpuid_bits(doc: &AbiDocument) -> Vec<CpuidBit> {
-    cpu::FEATURES
+/// The CPUID restrictions that give the guest exactly the ABI's CPU features: each
+/// feature register holds the ABI's bits and no others, and the XSAVE leaf offers only
+/// the state components those features use (x87 and SSE; AVX; the AVX-512 ones).
+pub fn cpuid_masks(doc: &AbiDocument) -> Vec<CpuidMask> {
+    let features = || doc.abi.cpu.features.iter().map(String::as_str);
+    let reg_index = |r: cpu::Reg| match r {
+        cpu::Reg::Eax => 0,
+        cpu::Reg::Ebx => 1,
+        cpu::Reg::Ecx => 2,
+        cpu::Reg::Edx => 3,
+    };
+    let mut masks: Vec<CpuidMask> = cpu::FEATURE_REGISTERS
         .iter()
-        .filter(|f| !doc.abi.cpu.features.iter().any(|n| n == f.name))
-        .map(|f| CpuidBit {
-            leaf: f.leaf,
-            subleaf: f.subleaf,
-            reg: match f.reg {
-                cpu::Reg::Eax => 0,
-                cpu::Reg::Ebx => 1,
-                cpu::Reg::Ecx => 2,
-                cpu::Reg::Edx => 3,
-            },
-            bit: f.bit,
+        .map(|&(leaf, subleaf, reg)| CpuidMask {
+            leaf,
+            subleaf,
+            reg: reg_index(reg),
+            allowed: cpu::register_mask(leaf, subleaf, reg, features()),
         })
-        .collect()
+        .collect();
+    let has = |name: &str| features().any(|f| f == name);
+    let mut xcr0 = 0b11; // x87, SSE
+    if has("avx") {
+        xcr0 |= 1 << 2;
+    }
+    if has("avx512f") {
+        xcr0 |= 0b111 << 5; // opmask, ZMM_Hi256, Hi16_ZMM
+    }
+    masks.push(CpuidMask {
+        leaf: 0xd,
+        subleaf: 0,
+        reg: 0,
+        allowed: xcr0,
+    });
+    masks.push(CpuidMask {
+        leaf: 0xd,
+        subleaf: 0,
+        reg: 3,
+        allowed: 0,
+    });
+    masks
 }
 
 /// The kernel command line: the host binding's, then one `virtio_mmio.device=` per
@@ -117,7 +141,7 @@ pub fn run(doc: &AbiDocument, host: &Platform, console: Box<dyn Write + Send>) -
     let vcpus = u8::try_from(doc.abi.cpu.count)
         .map_err(|_| RunError::Unsupported(format!("{} vCPUs (at most 255)", doc.abi.cpu.count)))?;
     let config = VmConfig {
-        hidden_cpuid_bits: hidden_cpuid_bits(doc),
+        cpuid_masks: cpuid_masks(doc),
         ..VmConfig::new(doc.abi.memory, vcpus)
     };
     let mut vm = Vm::new(&config)?;

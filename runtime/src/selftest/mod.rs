@@ -8,6 +8,9 @@
 //!
 //! ```text
 //! selftest: hello
+//! selftest: cpuid 0x1 ecx <v> edx <v>                            (the CPUID feature
+//! selftest: cpuid 0x7 ebx <v> ecx <v> edx <v>                      registers the guest
+//! selftest: cpuid 0x80000001 ecx <v> edx <v>                       sees)
 //! selftest: cmdline <the command line>
 //! selftest: memmap <n> entries
 //! selftest: memmap entry <addr> size <size> type <e820 type>      (one per entry)

@@ -7,6 +7,7 @@ use super::asm::GuestAsm;
 use super::net;
 use super::{cmdline_keys as keys, STACK_TOP};
 use crate::boot::pvh::XEN_HVM_START_MAGIC;
+use crate::devices::virtio::mmio;
 
 /// `hvm_start_info` field offsets.
 const SI_CMDLINE_PADDR: i32 = 0x18;
@@ -14,12 +15,12 @@ const SI_MEMMAP_PADDR: i32 = 0x28;
 const SI_MEMMAP_ENTRIES: i32 = 0x30;
 /// At most this many memory-map entries are printed one by one.
 const MAX_MEMMAP_LINES: u32 = 32;
-/// virtio-mmio register offsets and the magic value ("virt").
-const VIRTIO_MMIO_MAGIC_VALUE: i32 = 0x000;
-const VIRTIO_MMIO_DEVICE_ID: i32 = 0x008;
-const VIRTIO_MMIO_MAGIC: u32 = 0x7472_6976;
+/// virtio-mmio register offsets and the magic value ("virt"), as the device has them.
+const VIRTIO_MMIO_MAGIC_VALUE: i32 = mmio::reg::MAGIC_VALUE as i32;
+const VIRTIO_MMIO_DEVICE_ID: i32 = mmio::reg::DEVICE_ID as i32;
+const VIRTIO_MMIO_MAGIC: u32 = mmio::MAGIC_VALUE;
 /// virtio DeviceID of a network card.
-const VIRTIO_ID_NET: u32 = 1;
+const VIRTIO_ID_NET: u32 = crate::devices::virtio::net::DEVICE_ID;
 
 /// Exit code when the start_info magic is wrong.
 pub const EXIT_BAD_START_INFO: u8 = 2;
@@ -54,6 +55,7 @@ pub fn emit(g: &mut GuestAsm) -> Result<(), IcedError> {
     };
     entry(g)?;
     g.print("selftest: hello\n")?;
+    report_cpuid(g)?;
     report_cmdline(g, &vars)?;
     report_memmap(g)?;
     probe_virtio_mmio(g, &vars)?;
@@ -96,6 +98,40 @@ fn entry(g: &mut GuestAsm) -> Result<(), IcedError> {
 }
 
 /// `selftest: cmdline <text>`; remembers the command line's address (0 if none).
+/// The CPUID leaves that hold feature flags, and the registers of each that do:
+/// `selftest: cpuid <leaf> <reg> <value> ...`, so a test can compare what the guest
+/// sees with the ABI's CPU features.
+const CPUID_FEATURE_LEAVES: &[(u32, &[&str])] = &[
+    (1, &["ecx", "edx"]),
+    (7, &["ebx", "ecx", "edx"]),
+    (0x8000_0001, &["ecx", "edx"]),
+];
+
+fn report_cpuid(g: &mut GuestAsm) -> Result<(), IcedError> {
+    for &(leaf, regs) in CPUID_FEATURE_LEAVES {
+        // CPUID overwrites ebx, which holds the start_info address: keep everything.
+        let a = g.asm();
+        a.pushad()?;
+        a.mov(eax, leaf)?;
+        a.xor(ecx, ecx)?;
+        a.cpuid()?;
+        a.push(edx)?;
+        a.push(ecx)?;
+        a.push(ebx)?;
+        g.print(&format!("selftest: cpuid {leaf:#x}"))?;
+        for name in ["ebx", "ecx", "edx"] {
+            g.asm().pop(eax)?;
+            if regs.contains(&name) {
+                g.print(&format!(" {name} "))?;
+                g.print_hex_eax()?;
+            }
+        }
+        g.print("\n")?;
+        g.asm().popad()?;
+    }
+    Ok(())
+}
+
 fn report_cmdline(g: &mut GuestAsm, vars: &Vars) -> Result<(), IcedError> {
     let mut none = g.label();
     let mut done = g.label();

@@ -48,9 +48,9 @@ pub struct VmConfig {
     /// Use the in-kernel irqchip and PIT when the host has them. Without them `hlt`
     /// exits to user space (and ends the VM), and only one vCPU is possible.
     pub irqchip: bool,
-    /// CPUID feature bits to clear from what KVM supports, so the guest sees exactly
-    /// the features its ABI lists (see [`cpuid`]).
-    pub hidden_cpuid_bits: Vec<cpuid::CpuidBit>,
+    /// Restrictions of KVM's supported CPUID, so the guest sees exactly the features its
+    /// ABI lists (see [`cpuid`]); empty: KVM's supported CPUID as it is.
+    pub cpuid_masks: Vec<cpuid::CpuidMask>,
 }
 
 impl VmConfig {
@@ -60,7 +60,7 @@ impl VmConfig {
             memory_bytes,
             vcpus,
             irqchip: true,
-            hidden_cpuid_bits: Vec::new(),
+            cpuid_masks: Vec::new(),
         }
     }
 }
@@ -290,7 +290,7 @@ impl Vm {
         let mut cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(VmError::kvm("KVM_GET_SUPPORTED_CPUID"))?;
-        cpuid::hide(&mut cpuid, &config.hidden_cpuid_bits);
+        cpuid::restrict(&mut cpuid, &config.cpuid_masks);
         let mut vcpus = Vec::with_capacity(usize::from(config.vcpus));
         for id in 0..config.vcpus {
             let vcpu = fd
