@@ -39,8 +39,8 @@ const fn f(name: &'static str, leaf: u32, subleaf: u32, reg: Reg, bit: u8, qemu:
 
 use Reg::{Ebx, Ecx, Edx};
 
-/// Architectural features every vmc machine type gives a guest besides its CPU model's
-/// (the psABI levels assume an operating system already has them): paging and its
+/// Architectural features the vmc machine types give a guest besides its CPU model's
+/// (the psABI levels assume an operating system already has them; see `machine.rs`): paging and its
 /// extensions, the local APIC (x2APIC, TSC deadline), the TSC and MSRs, NX, SYSENTER,
 /// and the bit that tells the guest it runs under a hypervisor.
 pub const BASELINE: &[&str] = &[

@@ -204,7 +204,7 @@ impl<'a> Expander<'a> {
             }
         } else if let Some(model) = cpu::model(&model_name.value) {
             let mut features: Vec<&str> = cpu::expand(model);
-            features.extend(cpu::BASELINE);
+            features.extend(m.cpu_baseline);
             features.sort_unstable();
             features.dedup();
             features.into_iter().map(str::to_string).collect()
@@ -250,7 +250,10 @@ impl<'a> Expander<'a> {
         let model_name = self.record("cpu.model", model_name);
         self.origins.insert(
             "cpu.features".to_string(),
-            Origin::Derived(format!("CPU model {model_name} ({origin}) and the architectural baseline")),
+            Origin::Derived(format!(
+                "CPU model {model_name} ({origin}) and the CPU baseline of machine type {}",
+                m.name
+            )),
         );
         self.origins.insert(
             "cpu.migratable".to_string(),

@@ -36,6 +36,8 @@ pub struct MachineDelta {
     pub cpus: Option<u64>,
     pub memory: Option<u64>,
     pub cpu_model: Option<&'static str>,
+    /// Architectural CPU features every guest gets besides its model's.
+    pub cpu_baseline: Option<&'static [&'static str]>,
     pub mmio: Option<MmioLayout>,
     /// virtio-net defaults that differ from the base (or from the schema's, for the first).
     pub net: &'static [(&'static str, Value)],
@@ -52,6 +54,7 @@ pub static MACHINE_TYPES: &[MachineDelta] = &[
         cpus: Some(1),
         memory: Some(256 * MIB),
         cpu_model: Some("x86-64-v2"),
+        cpu_baseline: Some(crate::cpu::BASELINE),
         mmio: Some(MmioLayout {
             base: 0xfeb0_0000,
             slot_size: 0x200,
@@ -67,6 +70,7 @@ pub static MACHINE_TYPES: &[MachineDelta] = &[
         cpus: None,
         memory: None,
         cpu_model: None,
+        cpu_baseline: None,
         mmio: None,
         net: &[("rx-queue-size", Value::Integer(1024))],
     },
@@ -91,6 +95,7 @@ pub struct MachineType {
     pub cpus: u64,
     pub memory: u64,
     pub cpu_model: &'static str,
+    pub cpu_baseline: &'static [&'static str],
     pub mmio: MmioLayout,
     /// One entry per schema row, in schema order.
     pub net: Vec<(&'static Property, Default)>,
@@ -122,6 +127,7 @@ pub fn resolve(name: &str) -> Option<MachineType> {
             cpus: delta.cpus?,
             memory: delta.memory?,
             cpu_model: delta.cpu_model?,
+            cpu_baseline: delta.cpu_baseline?,
             mmio: delta.mmio?,
             net: schema::VIRTIO_NET
                 .iter()
@@ -141,6 +147,7 @@ pub fn resolve(name: &str) -> Option<MachineType> {
     resolved.cpus = delta.cpus.unwrap_or(resolved.cpus);
     resolved.memory = delta.memory.unwrap_or(resolved.memory);
     resolved.cpu_model = delta.cpu_model.unwrap_or(resolved.cpu_model);
+    resolved.cpu_baseline = delta.cpu_baseline.unwrap_or(resolved.cpu_baseline);
     resolved.mmio = delta.mmio.unwrap_or(resolved.mmio);
     for (name, value) in delta.net {
         let slot = resolved.net.iter_mut().find(|(p, _)| p.name == *name)?;
@@ -154,6 +161,7 @@ pub fn resolve(name: &str) -> Option<MachineType> {
 pub fn default_table(m: &MachineType) -> String {
     let mut out = format!("machine {}\n", m.name);
     out += &format!("cpus {}\ncpu-model {}\nmemory {}\n", m.cpus, m.cpu_model, m.memory);
+    out += &format!("cpu-baseline {}\n", m.cpu_baseline.join(" "));
     out += &format!(
         "virtio-mmio slots={} base={:#x} slot-size={:#x} first-irq={}\n",
         m.mmio.slots, m.mmio.base, m.mmio.slot_size, m.mmio.first_irq
