@@ -36,5 +36,11 @@ echo "== vmc selftest-guest, then vmc run specs/selftest.kdl (inside network nam
 $vmc selftest-guest -o specs/guest/selftest.elf
 $vmc compile specs/selftest.kdl -o "$out/selftest.abi"
 $vmc check "$out/selftest.abi"
+# The guest's side of the link: a TAP in the namespace, up and addressed as the guest
+# expects (10.0.2.2, MAC 02:00:00:00:00:01), so its UDP flow arrives.
 ip netns add "$ns"
+ip -n "$ns" tuntap add dev vmc-st0 mode tap vnet_hdr
+ip -n "$ns" link set vmc-st0 address 02:00:00:00:00:01 up
+ip -n "$ns" addr add 10.0.2.2/24 dev vmc-st0
 ip netns exec "$ns" "$vmc" run "$out/selftest.abi" --stats
+echo "== frames the host received from the guest on vmc-st0: $(ip netns exec "$ns" cat /sys/class/net/vmc-st0/statistics/rx_packets)"

@@ -157,3 +157,44 @@ fn the_guest_sees_the_abi_cpu_features_and_none_kvm_was_told_to_hide() {
         );
     }
 }
+
+#[test]
+fn sigterm_stops_a_running_vm_cleanly_with_128_plus_the_signal() {
+    if !require_host_access("sigterm_stops_a_running_vm_cleanly_with_128_plus_the_signal") {
+        return;
+    }
+    let (_s, spec) = selftest_dir("run-sigterm", "x86-64-v1", " selftest.spin");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vmc"))
+        .args(["run", &spec])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start vmc run");
+    // Wait until the guest spins, then ask vmc to stop.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let n = std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        assert!(n > 0, "the guest ended before spinning:\n{seen}");
+        seen.push_str(&line);
+        if line.starts_with("selftest: spinning") {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "vmc run did not stop on SIGTERM");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(128 + 15), "{seen}");
+}
