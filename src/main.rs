@@ -274,10 +274,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let rows: Vec<&vmc_compiler::schema::Property> = match &name {
                 Some(n) => vec![vmc_compiler::schema::property(n).ok_or_else(|| {
                     let known = vmc_compiler::schema::VIRTIO_NET.iter().map(|p| p.name);
-                    Failure::Message(match vmc_compiler::diagnostic::did_you_mean(n, known) {
-                        Some(close) => format!("unknown property `{n}`; did you mean `{close}`?"),
-                        None => format!("unknown property `{n}`; `vmc properties` lists them all"),
-                    })
+                    let help = vmc_compiler::diagnostic::suggestion_or(n, known, "`vmc properties` lists them all");
+                    Failure::Message(format!("unknown property `{n}`; {help}"))
                 })?],
                 None => vmc_compiler::schema::VIRTIO_NET.iter().collect(),
             };

@@ -112,6 +112,23 @@ pub fn did_you_mean<'a>(wrong: &str, known: impl IntoIterator<Item = &'a str>) -
         .map(|(_, k)| k)
 }
 
+/// Help for an unknown name: "did you mean `x`?" when a known one is close, then the
+/// list of what is known.
+pub fn choices_help(wrong: &str, known: &[&str], what: &str) -> String {
+    match did_you_mean(wrong, known.iter().copied()) {
+        Some(close) => format!("did you mean `{close}`? {what}: {}", known.join(", ")),
+        None => format!("{what}: {}", known.join(", ")),
+    }
+}
+
+/// Help for an unknown name among many: "did you mean `x`?", or else `otherwise`.
+pub fn suggestion_or<'a>(wrong: &str, known: impl IntoIterator<Item = &'a str>, otherwise: &str) -> String {
+    match did_you_mean(wrong, known) {
+        Some(close) => format!("did you mean `{close}`?"),
+        None => otherwise.to_string(),
+    }
+}
+
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)

@@ -202,37 +202,13 @@ impl Abi {
             ("memory".to_string(), json!(self.memory)),
         ];
         for d in &self.devices {
-            if let Json::Object(fields) = d.to_json() {
-                for (k, v) in fields {
-                    if k != "id" {
-                        out.push((format!("devices.{}.{k}", d.id), v));
-                    }
-                }
-            }
+            out.extend(
+                d.fields()
+                    .into_iter()
+                    .map(|(k, v)| (format!("devices.{}.{k}", d.id), v)),
+            );
         }
-        // The JSON object's keys are sorted; documents list values in schema order.
-        let order = |path: &str| -> usize {
-            let field = path.rsplit('.').next().unwrap_or(path);
-            DEVICE_FIELDS
-                .iter()
-                .position(|f| *f == field)
-                .or_else(|| {
-                    schema::VIRTIO_NET
-                        .iter()
-                        .position(|p| p.name == field)
-                        .map(|i| i + DEVICE_FIELDS.len())
-                })
-                .unwrap_or(usize::MAX)
-        };
-        let (head, mut devices): (Vec<_>, Vec<_>) = out.into_iter().partition(|(p, _)| !p.starts_with("devices."));
-        let device_index = |path: &str| {
-            self.devices
-                .iter()
-                .position(|d| path.starts_with(&format!("devices.{}.", d.id)))
-                .unwrap_or(usize::MAX)
-        };
-        devices.sort_by_key(|(p, _)| (device_index(p), order(p)));
-        head.into_iter().chain(devices).collect()
+        out
     }
 }
 
@@ -240,18 +216,24 @@ impl Abi {
 const DEVICE_FIELDS: &[&str] = &["kind", "transport", "mmio-base", "mmio-size", "irq"];
 
 impl NetDevice {
+    /// Every value of the device but its id, in document order.
+    pub fn fields(&self) -> Vec<(&'static str, Json)> {
+        let mut out = vec![
+            ("kind", json!(Self::KIND)),
+            ("transport", json!(Self::TRANSPORT)),
+            ("mmio-base", json!(self.mmio_base)),
+            ("mmio-size", json!(self.mmio_size)),
+            ("irq", json!(self.irq)),
+        ];
+        out.extend(self.properties.iter().map(|(p, v)| (p.name, value_json(v))));
+        out.push(("device-features", json!(self.device_features)));
+        out
+    }
+
     pub fn to_json(&self) -> Json {
         let mut m = Map::new();
         m.insert("id".into(), json!(self.id));
-        m.insert("kind".into(), json!(Self::KIND));
-        m.insert("transport".into(), json!(Self::TRANSPORT));
-        m.insert("mmio-base".into(), json!(self.mmio_base));
-        m.insert("mmio-size".into(), json!(self.mmio_size));
-        m.insert("irq".into(), json!(self.irq));
-        for (p, v) in &self.properties {
-            m.insert(p.name.into(), value_json(v));
-        }
-        m.insert("device-features".into(), json!(self.device_features));
+        m.extend(self.fields().into_iter().map(|(k, v)| (k.to_string(), v)));
         Json::Object(m)
     }
 }

@@ -12,7 +12,7 @@ use std::path::{Component, Path, PathBuf};
 use miette::SourceSpan;
 
 use crate::cpu;
-use crate::diagnostic::{Collector, Problem, Problems, SourceFile};
+use crate::diagnostic::{choices_help, Collector, Problem, Problems, SourceFile};
 use crate::document::{Abi, AbiDocument, CpuAbi, HostBindings, NetDevice, Origin};
 use crate::kdlread::Spanned;
 use crate::machine::{self, Default, MachineType};
@@ -148,7 +148,7 @@ impl<'a> Expander<'a> {
                         )
                         .at(self.source(), name.span)
                         .label("unknown machine type")
-                        .help(known_help(&name.value, &known, "machine types")),
+                        .help(choices_help(&name.value, &known, "known machine types")),
                     );
                     return None;
                 }
@@ -218,7 +218,7 @@ impl<'a> Expander<'a> {
                 )
                 .at(self.source(), model_name.span.unwrap_or(SourceSpan::from(0)))
                 .label("unknown CPU model")
-                .help(known_help(&model_name.value, &known, "CPU models")),
+                .help(choices_help(&model_name.value, &known, "known CPU models")),
             );
             return None;
         };
@@ -574,13 +574,6 @@ fn unmet(p: &Property, values: &[(&'static Property, Sourced<Value>)]) -> Option
             .iter()
             .any(|name| values.iter().any(|(q, s)| q.name == *name && s.value.is_on()))
     })
-}
-
-fn known_help(wrong: &str, known: &[&str], what: &str) -> String {
-    match crate::diagnostic::did_you_mean(wrong, known.iter().copied()) {
-        Some(close) => format!("did you mean `{close}`? known {what}: {}", known.join(", ")),
-        None => format!("known {what}: {}", known.join(", ")),
-    }
 }
 
 /// A locally administered unicast MAC, stable for a VM name and device id.

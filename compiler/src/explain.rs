@@ -1,6 +1,6 @@
 //! Each value of an ABI document and where it came from.
 
-use crate::diagnostic::{did_you_mean, Problem};
+use crate::diagnostic::{suggestion_or, Problem};
 use crate::document::{show_json, AbiDocument};
 use crate::schema;
 
@@ -18,12 +18,13 @@ pub fn explain(doc: &AbiDocument, filter: Option<&str>) -> Result<String, Proble
         let f = filter.unwrap_or_default();
         let mut known: Vec<&str> = values.iter().map(|(p, _)| p.as_str()).collect();
         known.extend(values.iter().filter_map(|(p, _)| p.rsplit('.').next()));
-        let mut p = Problem::new("vmc::explain::unknown", format!("the document has no value `{f}`"));
-        p = match did_you_mean(f, known.iter().copied()) {
-            Some(close) => p.help(format!("did you mean `{close}`?")),
-            None => p.help("run `vmc explain FILE` to list every value"),
-        };
-        return Err(p);
+        return Err(
+            Problem::new("vmc::explain::unknown", format!("the document has no value `{f}`")).help(suggestion_or(
+                f,
+                known,
+                "run `vmc explain FILE` to list every value",
+            )),
+        );
     }
     let width = selected.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
     let mut out = String::new();

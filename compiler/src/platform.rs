@@ -19,7 +19,7 @@ use std::fmt;
 
 use miette::SourceSpan;
 
-use crate::diagnostic::{Collector, Problem, Problems, SourceFile};
+use crate::diagnostic::{choices_help, Collector, Problem, Problems, SourceFile};
 use crate::kdlread::{self, NodeReader, Spanned};
 
 /// The platform-document format this compiler reads and writes.
@@ -229,12 +229,11 @@ impl PlatformRegistry {
     /// Looks a platform up, or says which ones exist.
     pub fn lookup(&self, name: &str) -> Result<&Platform, Problem> {
         self.get(name).ok_or_else(|| {
-            Problem::new("vmc::platform::unknown", format!("unknown platform `{name}`")).help(format!(
-                "{}known platforms: {}",
-                crate::diagnostic::did_you_mean(name, self.names())
-                    .map(|c| format!("did you mean `{c}`? "))
-                    .unwrap_or_default(),
-                self.names().collect::<Vec<_>>().join(", ")
+            let known: Vec<&str> = self.names().collect();
+            Problem::new("vmc::platform::unknown", format!("unknown platform `{name}`")).help(choices_help(
+                name,
+                &known,
+                "known platforms",
             ))
         })
     }
@@ -612,10 +611,7 @@ fn offload(source: &SourceFile, s: &Spanned<String>) -> Result<TapOffload, Probl
         Problem::new("vmc::platform::offload", format!("unknown TAP offload `{}`", s.value))
             .at(source, s.span)
             .label("unknown offload")
-            .help(match crate::diagnostic::did_you_mean(&s.value, known.iter().copied()) {
-                Some(close) => format!("did you mean `{close}`? known offloads: {}", known.join(", ")),
-                None => format!("known offloads: {}", known.join(", ")),
-            })
+            .help(choices_help(&s.value, &known, "known offloads"))
     })
 }
 

@@ -25,7 +25,7 @@
 use kdl::KdlValue;
 use miette::SourceSpan;
 
-use crate::diagnostic::{Collector, Problem, Problems, SourceFile};
+use crate::diagnostic::{choices_help, suggestion_or, Collector, Problem, Problems, SourceFile};
 use crate::kdlread::{self, NodeReader, Spanned};
 use crate::schema::{self, Property, Value, ValueKind};
 
@@ -77,7 +77,7 @@ pub fn parse(source: &SourceFile) -> Result<Spec, Problems> {
                     format!("unknown top-level node `{}`", r.name()),
                 )
                 .label("unknown")
-                .help(unknown_help(r.name(), &["vm"], "a spec holds exactly one")),
+                .help(choices_help(r.name(), &["vm"], "a spec holds exactly one")),
             );
         }
     }
@@ -149,19 +149,11 @@ pub fn parse(source: &SourceFile) -> Result<Spec, Problems> {
             other => problems.push(
                 c.problem("vmc::spec::unknown-node", format!("unknown VM setting `{other}`"))
                     .label("unknown")
-                    .help(unknown_help(other, VM_NODES, "a `vm` block holds")),
+                    .help(choices_help(other, VM_NODES, "a `vm` block holds")),
             ),
         }
     }
     problems.finish(spec)
-}
-
-/// "did you mean" when a known name is close, otherwise the list of what is allowed.
-fn unknown_help(wrong: &str, known: &[&str], holds: &str) -> String {
-    match crate::diagnostic::did_you_mean(wrong, known.iter().copied()) {
-        Some(close) => format!("did you mean `{close}`?"),
-        None => format!("{holds}: {}", known.join(", ")),
-    }
 }
 
 fn duplicate<'a>(
@@ -271,7 +263,7 @@ fn parse_boot(c: &NodeReader<'_>, problems: &mut Collector) -> Option<BootSpec> 
             other => problems.push(
                 b.problem("vmc::spec::unknown-node", format!("unknown boot setting `{other}`"))
                     .label("unknown")
-                    .help(unknown_help(other, BOOT_NODES, "a `boot` block holds")),
+                    .help(choices_help(other, BOOT_NODES, "a `boot` block holds")),
             ),
         }
     }
@@ -320,7 +312,11 @@ fn parse_net(c: &NodeReader<'_>, problems: &mut Collector) -> Option<NetSpec> {
                     format!("unknown virtio-net property `{}`", n.name()),
                 )
                 .label("unknown property")
-                .help(unknown_help(n.name(), &known, "a `net` block holds")),
+                .help(suggestion_or(
+                    n.name(),
+                    known,
+                    "`vmc properties` lists every virtio-net property; a `net` block also holds `tap`",
+                )),
             );
             continue;
         };
@@ -435,5 +431,11 @@ mod tests {
     fn did_you_mean_names_the_close_property() {
         let p = problems("vm \"a\" { net \"n\" { host-usoo #true } }");
         assert_eq!(p.0[0].help.as_deref(), Some("did you mean `host-uso`?"));
+        let p = problems("vm \"a\" { memroy \"1GiB\" }");
+        assert!(p.0[0]
+            .help
+            .as_deref()
+            .unwrap()
+            .starts_with("did you mean `memory`? a `vm` block holds: machine,"));
     }
 }
