@@ -1,0 +1,161 @@
+//! The commands that make documents and run them: compile (for a platform, a pool or
+//! this host) and run.
+
+use std::path::{Path, PathBuf};
+
+use vmc_compiler::CompileInput;
+
+use crate::files::{read_document, read_source, registry, spec_dir, write_atomically};
+use crate::hosts::{load_hosts, measure_host};
+use crate::{Failure, PlatformPaths};
+
+pub(crate) fn compile(
+    spec_path: &Path,
+    platform: Option<&str>,
+    pool: &[PathBuf],
+    paths: &PlatformPaths,
+    output: Option<&Path>,
+) -> Result<u8, Failure> {
+    let source = read_source(spec_path)?;
+    let registry = registry(paths)?;
+    // The hosts the VM must run on, when known: the pool, or (without --platform) this one.
+    let (platform, hosts, pool_given) = match (platform, pool.is_empty()) {
+        (Some(name), _) => (registry.lookup(name)?, Vec::new(), false),
+        (None, false) => {
+            let hosts = load_hosts(&registry, pool)?;
+            let refs: Vec<&vmc_compiler::Platform> = hosts.iter().map(|(_, h)| h).collect();
+            let chosen = vmc_compiler::check::choose_platform(&registry, &refs).ok_or_else(|| {
+                Failure::Message(
+                    "no known platform is supported by every host of the pool; see `vmc platforms --host` on each"
+                        .to_string(),
+                )
+            })?;
+            eprintln!(
+                "pool of {} hosts: compiling for `{}`, the newest platform all of them support",
+                hosts.len(),
+                chosen.name
+            );
+            (chosen, hosts, true)
+        }
+        (None, true) => {
+            let host = measure_host();
+            let chosen = vmc_compiler::check::choose_platform(&registry, &[&host]).ok_or_else(|| {
+                Failure::Message(format!(
+                    "this host supports none of the known platforms ({}); see `vmc platforms --host`, or pass --platform NAME",
+                    registry.names().collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+            eprintln!(
+                "no --platform given: compiling for `{}`, the newest platform this host supports",
+                chosen.name
+            );
+            (chosen, vec![("this host".to_string(), host)], false)
+        }
+    };
+    let base_dir = spec_dir(spec_path)?;
+    let doc = vmc_compiler::compile(&CompileInput {
+        spec: &source,
+        platform,
+        registry: &registry,
+        base_dir: Some(&base_dir),
+        // `cpu-model "host"` means this host only when compiling on it for itself.
+        host_cpu_features: if pool_given {
+            None
+        } else {
+            hosts.first().and_then(|(_, h)| h.cpu_features.as_ref())
+        },
+    })?;
+    // Every host must be able to run the result (the CPU model above all): for a pool
+    // that is the point; for this host, a warning, as the VM may be meant for elsewhere.
+    let mut refusals = String::new();
+    for (name, host) in &hosts {
+        let shortfalls = vmc_compiler::check::shortfalls(&doc, host);
+        if !shortfalls.is_empty() {
+            refusals += &vmc_compiler::check::render(&shortfalls, name);
+        }
+    }
+    if !refusals.is_empty() {
+        if pool_given {
+            return Err(Failure::Message(format!(
+                "some hosts of the pool could not run this VM; nothing written\n{refusals}"
+            )));
+        }
+        eprint!("warning: {refusals}");
+    }
+    let text = doc.to_kdl();
+    let out = output
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| spec_path.with_extension("abi"));
+    if out == Path::new("-") {
+        print!("{text}");
+        return Ok(0);
+    }
+    write_atomically(&out, text.as_bytes())?;
+    eprintln!(
+        "compiled {} for {} -> {}",
+        spec_path.display(),
+        platform.name,
+        out.display()
+    );
+    println!("{}", doc.hash);
+    Ok(0)
+}
+
+pub(crate) fn run_vm(file: &Path, paths: &PlatformPaths, stats: bool) -> Result<u8, Failure> {
+    let probe = vmc_runtime::host::HostProbe::measure();
+    let host = probe.to_platform(vmc_runtime::host::platform::DEFAULT_NAME);
+    let doc = if file.extension().is_some_and(|e| e == "kdl") {
+        let source = read_source(file)?;
+        let registry = registry(paths)?;
+        let platform = vmc_compiler::check::choose_platform(&registry, &[&host]).ok_or_else(|| {
+            Failure::Message("this host supports none of the known platforms; see `vmc platforms --host`".into())
+        })?;
+        let base_dir = spec_dir(file)?;
+        let doc = vmc_compiler::compile(&CompileInput {
+            spec: &source,
+            platform,
+            registry: &registry,
+            base_dir: Some(&base_dir),
+            host_cpu_features: host.cpu_features.as_ref(),
+        })?;
+        eprintln!(
+            "compiled {} for `{}`: running {}",
+            file.display(),
+            platform.name,
+            doc.hash
+        );
+        doc
+    } else {
+        read_document(file)?
+    };
+    vmc_runtime::vm::control::install_stop_signal_handlers()
+        .map_err(|e| Failure::Message(format!("cannot install signal handlers: {e}")))?;
+    let report =
+        vmc_runtime::run::run(&doc, &host, Box::new(std::io::stdout())).map_err(|e| Failure::Message(e.to_string()))?;
+    let code = report.outcome.reason.exit_code();
+    if stats {
+        let e = &report.outcome.exits;
+        eprintln!(
+            "vmc: stopped by {:?} (exit code {code}); first serial byte after {}; total {:.1} ms",
+            report.outcome.reason,
+            report
+                .first_output
+                .map_or("-".to_string(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3)),
+            report.total.as_secs_f64() * 1e3,
+        );
+        eprintln!(
+            "vmc: {} VM exits: {} port reads, {} port writes, {} MMIO reads, {} MMIO writes, {} unclaimed, {} other",
+            e.total(),
+            e.io_in,
+            e.io_out,
+            e.mmio_read,
+            e.mmio_write,
+            e.unclaimed,
+            e.other
+        );
+        for (id, counters) in &report.net {
+            eprintln!("vmc: {id}: {counters}");
+        }
+    }
+    Ok(u8::try_from(code).unwrap_or(u8::MAX))
+}
