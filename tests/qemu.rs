@@ -520,14 +520,16 @@ fn device_report(serial: &str) -> Vec<String> {
         .collect()
 }
 
-/// Runs `program args` in a fresh namespace holding an up, persistent TAP named `tap`
+/// Runs `program args` in a fresh namespace holding up, persistent TAPs named `taps`
 /// (so the guest's frames have somewhere to go); returns stdout and the exit code.
-fn run_in_namespace(program: &str, args: &[String], tap: &str) -> (String, Option<i32>) {
+fn run_in_namespace(program: &str, args: &[String], taps: &[&str]) -> (String, Option<i32>) {
     let ns = Netns::create();
-    for args in [
-        vec!["tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr"],
-        vec!["link", "set", tap, "up"],
-    ] {
+    for args in taps.iter().flat_map(|tap| {
+        [
+            vec!["tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr"],
+            vec!["link", "set", tap, "up"],
+        ]
+    }) {
         let o = Command::new("ip").args(["-n", &ns.0]).args(&args).output().expect("ip");
         assert!(
             o.status.success(),
@@ -577,31 +579,54 @@ fn the_self_test_guest_sees_the_same_device_under_qemu_and_vmc_run() {
     let spec = std::fs::read_to_string(support::repo().join("specs/selftest.kdl"))
         .unwrap()
         .replace("guest/selftest.elf", "selftest.elf");
-    let spec_path = s.write("selftest.kdl", spec);
-    for platform in ["linux-5.15", "linux-6.9"] {
-        let abi = s.path(&format!("selftest-{platform}.abi")).display().to_string();
-        let o = support::vmc(&["compile", &spec_path, "--platform", platform, "-o", &abi]);
+    // And with a second device, of other properties, in the next slot.
+    let two = spec.replacen(
+        "    net \"net0\" {",
+        "    net \"net1\" { tap \"vmc-st1\"; mrg-rxbuf #false; host-mtu 1500; }\n    net \"net0\" {",
+        1,
+    );
+    let specs = [s.write("selftest.kdl", spec), s.write("selftest-two.kdl", two)];
+    for (spec_path, platform) in specs.iter().flat_map(|p| ["linux-5.15", "linux-6.9"].map(|pl| (p, pl))) {
+        let stem = std::path::Path::new(spec_path)
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let abi = s.path(&format!("{stem}-{platform}.abi")).display().to_string();
+        let o = support::vmc(&["compile", spec_path, "--platform", platform, "-o", &abi]);
         assert!(o.status.success(), "{}", support::stderr(&o));
         let doc = AbiDocument::from_kdl(&vmc_compiler::SourceFile::new(
             &abi,
             std::fs::read_to_string(&abi).unwrap(),
         ))
         .unwrap();
-        let tap = doc.host.tap("net0").unwrap().to_string();
+        let taps: Vec<&str> = doc.host.taps.iter().map(|(_, t)| t.as_str()).collect();
 
-        let (under_vmc, code) = run_in_namespace(env!("CARGO_BIN_EXE_vmc"), &["run".to_string(), abi.clone()], &tap);
+        let (under_vmc, code) = run_in_namespace(env!("CARGO_BIN_EXE_vmc"), &["run".to_string(), abi.clone()], &taps);
         assert_eq!(code, Some(0), "{under_vmc}");
-        let (under_qemu, code) = run_in_namespace(lower::QEMU_BINARY, &lower::qemu(&doc).unwrap(), &tap);
+        let (under_qemu, code) = run_in_namespace(lower::QEMU_BINARY, &lower::qemu(&doc).unwrap(), &taps);
         // QEMU's isa-debug-exit turns the guest's exit code 0 into (0 << 1) | 1.
         assert_eq!(code, Some(1), "{under_qemu}");
 
         let (a, b) = (device_report(&under_vmc), device_report(&under_qemu));
         assert!(a.iter().any(|l| l.starts_with("selftest: offered")), "{under_vmc}");
         assert_eq!(
+            a.iter().filter(|l| l.starts_with("selftest: mmio")).count(),
+            doc.abi.devices.len()
+        );
+        assert_eq!(
             a, b,
             "{platform}: the guest saw different devices\nvmc run:\n{under_vmc}\nQEMU:\n{under_qemu}"
         );
-        let offered: Vec<String> = doc.abi.devices[0].device_features.iter().map(u32::to_string).collect();
+        // The CPU features vmc names are the same (other bits are each VMM's own: QEMU
+        // mirrors CPUID.1:EDX into 0x80000001:EDX on AMD hosts, vmc leaves them clear).
+        assert_eq!(
+            support::guest_cpu_features(&under_vmc),
+            support::guest_cpu_features(&under_qemu)
+        );
+        // The guest drives the first device it finds: the one in the top slot.
+        let first = doc.abi.devices.iter().max_by_key(|d| d.mmio_base).unwrap();
+        let offered: Vec<String> = first.device_features.iter().map(u32::to_string).collect();
         assert!(
             a.contains(&format!("selftest: offered {}", offered.join(" "))),
             "{under_vmc}"

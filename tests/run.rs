@@ -87,33 +87,6 @@ fn run_refuses_an_edited_document_and_a_missing_kernel() {
     }
 }
 
-/// The CPU features the guest sees, from its `selftest: cpuid` lines.
-fn guest_cpu_features(serial: &str) -> Vec<&'static str> {
-    let mut regs = std::collections::HashMap::new();
-    for line in serial.lines().filter_map(|l| l.strip_prefix("selftest: cpuid ")) {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let leaf = u32::from_str_radix(words[0].trim_start_matches("0x"), 16).unwrap();
-        for pair in words[1..].chunks(2) {
-            let value = u32::from_str_radix(pair[1].trim_start_matches("0x"), 16).unwrap();
-            regs.insert((leaf, pair[0]), value);
-        }
-    }
-    assert_eq!(regs.len(), 7, "seven feature registers reported:\n{serial}");
-    vmc_compiler::cpu::FEATURES
-        .iter()
-        .filter(|f| {
-            let reg = match f.reg {
-                vmc_compiler::cpu::Reg::Eax => "eax",
-                vmc_compiler::cpu::Reg::Ebx => "ebx",
-                vmc_compiler::cpu::Reg::Ecx => "ecx",
-                vmc_compiler::cpu::Reg::Edx => "edx",
-            };
-            regs[&(f.leaf, reg)] & (1 << f.bit) != 0
-        })
-        .map(|f| f.name)
-        .collect()
-}
-
 #[test]
 fn the_guest_sees_the_abi_cpu_features_and_none_kvm_was_told_to_hide() {
     if !require_host_access("the_guest_sees_the_abi_cpu_features_and_none_kvm_was_told_to_hide") {
@@ -124,7 +97,7 @@ fn the_guest_sees_the_abi_cpu_features_and_none_kvm_was_told_to_hide() {
     assert!(vmc(&["compile", &spec, "--platform", "linux-6.9"]).status.success());
     let o = vmc(&["run", &abi]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let seen = guest_cpu_features(&stdout(&o));
+    let seen = support::guest_cpu_features(&stdout(&o));
     let doc: serde_json::Value = serde_json::from_slice(&vmc(&["show", "--json", &abi]).stdout).unwrap();
     let wanted: Vec<&str> = doc["abi"]["cpu"]["features"]
         .as_array()

@@ -182,3 +182,30 @@ pub fn qemu_major_version() -> Option<u32> {
     let version = text.split("version ").nth(1)?;
     version.split('.').next()?.trim().parse().ok()
 }
+
+/// The CPU features the guest sees, from its `selftest: cpuid` lines.
+pub fn guest_cpu_features(serial: &str) -> Vec<&'static str> {
+    let mut regs = std::collections::HashMap::new();
+    for line in serial.lines().filter_map(|l| l.strip_prefix("selftest: cpuid ")) {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let leaf = u32::from_str_radix(words[0].trim_start_matches("0x"), 16).unwrap();
+        for pair in words[1..].chunks(2) {
+            let value = u32::from_str_radix(pair[1].trim_start_matches("0x"), 16).unwrap();
+            regs.insert((leaf, pair[0]), value);
+        }
+    }
+    assert_eq!(regs.len(), 7, "seven feature registers reported:\n{serial}");
+    vmc_compiler::cpu::FEATURES
+        .iter()
+        .filter(|f| {
+            let reg = match f.reg {
+                vmc_compiler::cpu::Reg::Eax => "eax",
+                vmc_compiler::cpu::Reg::Ebx => "ebx",
+                vmc_compiler::cpu::Reg::Ecx => "ecx",
+                vmc_compiler::cpu::Reg::Edx => "edx",
+            };
+            regs[&(f.leaf, reg)] & (1 << f.bit) != 0
+        })
+        .map(|f| f.name)
+        .collect()
+}
