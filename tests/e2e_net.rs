@@ -137,28 +137,7 @@ fn abi_for(s: &Scratch, platform: &str) -> String {
 /// A persistent TAP in the namespace, addressed and with a static neighbour entry for
 /// the guest, so traffic flows before and without ARP.
 fn network(ns: &NetNs) {
-    // No IPv6 on the link: its neighbour discovery and MLD frames would reach the guest too.
-    ns.exec(&[
-        "sysctl",
-        "-qw",
-        "net.ipv6.conf.all.disable_ipv6=1",
-        "net.ipv6.conf.default.disable_ipv6=1",
-    ]);
-    ns.ip(&["tuntap", "add", "dev", TAP, "mode", "tap", "vnet_hdr"]);
-    ns.ip(&["link", "set", TAP, "address", HOST_MAC]);
-    ns.ip(&["addr", "add", "10.0.2.2/24", "dev", TAP]);
-    ns.ip(&["link", "set", TAP, "up"]);
-    ns.ip(&[
-        "neigh",
-        "add",
-        "10.0.2.15",
-        "lladdr",
-        GUEST_MAC,
-        "dev",
-        TAP,
-        "nud",
-        "permanent",
-    ]);
+    ns.guest_link(TAP, HOST_MAC, "10.0.2.2/24", "10.0.2.15", GUEST_MAC);
 }
 
 /// Sends `SEGMENTS` x `MSS` bytes to the guest in one `UDP_SEGMENT` send.

@@ -95,27 +95,7 @@ struct Lab {
 impl Lab {
     fn new() -> Lab {
         let ns = NetNs::create();
-        // No IPv6 chatter (router solicitations, MLD) to the guest.
-        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
-        ns.exec(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-        // Persistent, so it can be configured before QEMU attaches to it.
-        ns.ip(&["tuntap", "add", "dev", TAP, "mode", "tap", "vnet_hdr"]);
-        ns.ip(&["link", "set", TAP, "address", TAP_MAC]);
-        ns.ip(&["addr", "add", HOST_CIDR, "dev", TAP]);
-        ns.ip(&["link", "set", TAP, "up"]);
-        // The guest answers no ARP.
-        let guest_ip = GUEST.ip().to_string();
-        ns.ip(&[
-            "neigh",
-            "replace",
-            &guest_ip,
-            "lladdr",
-            GUEST_MAC,
-            "dev",
-            TAP,
-            "nud",
-            "permanent",
-        ]);
+        ns.guest_link(TAP, TAP_MAC, HOST_CIDR, &GUEST.ip().to_string(), GUEST_MAC);
         let (udp, packets) = ns.run(|| {
             let udp = UdpSocket::bind(HOST).expect("bind the host's UDP socket");
             udp.set_read_timeout(Some(RECV_TIMEOUT)).unwrap();

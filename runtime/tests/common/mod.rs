@@ -128,6 +128,34 @@ impl NetNs {
         run("ip", &all)
     }
 
+    /// The host end of a guest's link: a persistent TAP (so it can be set up before the
+    /// VMM attaches to it) with the host's MAC and address, up, a permanent neighbour
+    /// entry for the guest (which answers no ARP), and no IPv6 (its neighbour discovery
+    /// and MLD frames would reach the guest too).
+    pub fn guest_link(&self, tap: &str, host_mac: &str, host_cidr: &str, guest_ip: &str, guest_mac: &str) {
+        self.exec(&[
+            "sysctl",
+            "-qw",
+            "net.ipv6.conf.default.disable_ipv6=1",
+            "net.ipv6.conf.all.disable_ipv6=1",
+        ]);
+        self.ip(&["tuntap", "add", "dev", tap, "mode", "tap", "vnet_hdr"]);
+        self.ip(&["link", "set", tap, "address", host_mac]);
+        self.ip(&["addr", "add", host_cidr, "dev", tap]);
+        self.ip(&["link", "set", tap, "up"]);
+        self.ip(&[
+            "neigh",
+            "replace",
+            guest_ip,
+            "lladdr",
+            guest_mac,
+            "dev",
+            tap,
+            "nud",
+            "permanent",
+        ]);
+    }
+
     /// A counter of an interface in the namespace, from `/sys/class/net/<dev>/statistics`.
     pub fn counter(&self, device: &str, counter: &str) -> u64 {
         let path = format!("/sys/class/net/{device}/statistics/{counter}");
