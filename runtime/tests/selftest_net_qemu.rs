@@ -727,12 +727,3 @@ fn more_frames_than_receive_buffers_arrive_because_buffers_are_reposted() {
         "{serial}"
     );
 }
-
-/// Not a test: writes the guest image to `$VMC_SELFTEST_IMAGE`, for running it by
-/// hand (`cargo test --test selftest_net_qemu -- --ignored write_the_guest_image`).
-#[test]
-#[ignore]
-fn write_the_guest_image() {
-    let path = std::env::var("VMC_SELFTEST_IMAGE").expect("set VMC_SELFTEST_IMAGE");
-    std::fs::write(path, selftest::build_image().unwrap()).unwrap();
-}
