@@ -87,13 +87,32 @@ fn compile_without_a_platform_uses_the_newest_this_host_supports() {
     let spec = s.write("small.kdl", V1_SPEC);
     let o = vmc(&["compile", &spec]);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains("no --platform given: compiling for `linux-6.12`"),
-        "{}",
-        stderr(&o)
-    );
+    let chosen = stderr(&o)
+        .split("no --platform given: compiling for `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .unwrap_or_else(|| panic!("no platform named: {}", stderr(&o)))
+        .to_string();
     let abi = std::fs::read_to_string(s.path("small.abi")).unwrap();
-    assert!(abi.contains("platform \"linux-6.12\""));
+    assert!(abi.contains(&format!("platform \"{chosen}\"")));
+    // It is one this host supports; on a host newer than every platform and supporting
+    // them all (as CI's is), the newest.
+    let platforms: serde_json::Value = serde_json::from_slice(&vmc(&["platforms", "--host", "--json"]).stdout).unwrap();
+    let list = platforms.as_array().unwrap();
+    let row = list
+        .iter()
+        .find(|p| p["name"] == chosen.as_str())
+        .expect("the chosen platform is listed");
+    assert_eq!(row["supported"], true, "{platforms}");
+    let uname = std::process::Command::new("uname").arg("-r").output().unwrap();
+    let kernel = vmc_compiler::platform::KernelVersion::parse(String::from_utf8_lossy(&uname.stdout).trim()).unwrap();
+    let version = |p: &serde_json::Value| vmc_compiler::platform::KernelVersion::parse(p["kernel"].as_str().unwrap());
+    if list
+        .iter()
+        .all(|p| p["supported"] == true && version(p).is_some_and(|v| v <= kernel))
+    {
+        assert_eq!(list.last().unwrap()["name"], chosen.as_str(), "{platforms}");
+    }
 }
 
 #[test]
