@@ -1,9 +1,10 @@
 //! The commands that make documents and run them: compile (for a platform, a pool or
 //! this host) and run.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use vmc_compiler::CompileInput;
+use vmc_compiler::{AbiDocument, CompileInput, Platform, PlatformRegistry, SourceFile};
 
 use crate::files::{read_document, read_source, registry, spec_dir, write_atomically};
 use crate::hosts::{load_hosts, measure_host};
@@ -39,12 +40,7 @@ pub(crate) fn compile(
         }
         (None, true) => {
             let host = measure_host();
-            let chosen = vmc_compiler::check::choose_platform(&registry, &[&host]).ok_or_else(|| {
-                Failure::Message(format!(
-                    "this host supports none of the known platforms ({}); see `vmc platforms --host`, or pass --platform NAME",
-                    registry.names().collect::<Vec<_>>().join(", ")
-                ))
-            })?;
+            let chosen = platform_for_host(&registry, &host)?;
             eprintln!(
                 "no --platform given: compiling for `{}`, the newest platform this host supports",
                 chosen.name
@@ -52,19 +48,13 @@ pub(crate) fn compile(
             (chosen, vec![("this host".to_string(), host)], false)
         }
     };
-    let base_dir = spec_dir(spec_path)?;
-    let doc = vmc_compiler::compile(&CompileInput {
-        spec: &source,
-        platform,
-        registry: &registry,
-        base_dir: Some(&base_dir),
-        // `cpu-model "host"` means this host only when compiling on it for itself.
-        host_cpu_features: if pool_given {
-            None
-        } else {
-            hosts.first().and_then(|(_, h)| h.cpu_features.as_ref())
-        },
-    })?;
+    // `cpu-model "host"` means this host only when compiling on it for itself.
+    let host_cpu = if pool_given {
+        None
+    } else {
+        hosts.first().and_then(|(_, h)| h.cpu_features.as_ref())
+    };
+    let doc = compile_spec(&source, spec_path, platform, &registry, host_cpu)?;
     // Every host must be able to run the result (the CPU model above all): for a pool
     // that is the point; for this host, a warning, as the VM may be meant for elsewhere.
     let mut refusals = String::new();
@@ -101,23 +91,41 @@ pub(crate) fn compile(
     Ok(0)
 }
 
+/// The platform vmc compiles for on this host when none is named.
+fn platform_for_host<'a>(registry: &'a PlatformRegistry, host: &Platform) -> Result<&'a Platform, Failure> {
+    vmc_compiler::check::choose_platform(registry, &[host]).ok_or_else(|| {
+        Failure::Message(format!(
+            "this host supports none of the known platforms ({}); see `vmc platforms --host`, or pass --platform NAME",
+            registry.names().collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
+/// Compiles the spec read from `spec_path`, its boot paths taken from its directory.
+fn compile_spec(
+    source: &SourceFile,
+    spec_path: &Path,
+    platform: &Platform,
+    registry: &PlatformRegistry,
+    host_cpu_features: Option<&BTreeSet<String>>,
+) -> Result<AbiDocument, Failure> {
+    let base_dir = spec_dir(spec_path)?;
+    Ok(vmc_compiler::compile(&CompileInput {
+        spec: source,
+        platform,
+        registry,
+        base_dir: Some(&base_dir),
+        host_cpu_features,
+    })?)
+}
+
 pub(crate) fn run_vm(file: &Path, paths: &PlatformPaths, stats: bool) -> Result<u8, Failure> {
-    let probe = vmc_runtime::host::HostProbe::measure();
-    let host = probe.to_platform(vmc_runtime::host::platform::DEFAULT_NAME);
+    let host = measure_host();
     let doc = if file.extension().is_some_and(|e| e == "kdl") {
         let source = read_source(file)?;
         let registry = registry(paths)?;
-        let platform = vmc_compiler::check::choose_platform(&registry, &[&host]).ok_or_else(|| {
-            Failure::Message("this host supports none of the known platforms; see `vmc platforms --host`".into())
-        })?;
-        let base_dir = spec_dir(file)?;
-        let doc = vmc_compiler::compile(&CompileInput {
-            spec: &source,
-            platform,
-            registry: &registry,
-            base_dir: Some(&base_dir),
-            host_cpu_features: host.cpu_features.as_ref(),
-        })?;
+        let platform = platform_for_host(&registry, &host)?;
+        let doc = compile_spec(&source, file, platform, &registry, host.cpu_features.as_ref())?;
         eprintln!(
             "compiled {} for `{}`: running {}",
             file.display(),

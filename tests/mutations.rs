@@ -2,27 +2,15 @@
 //! specs, platform files and ABI documents (bytes deleted, duplicated, replaced with KDL
 //! punctuation) are each either accepted or refused with problems, never a panic.
 
+#[path = "../runtime/tests/common/mod.rs"]
+mod common;
 mod support;
+
+use common::XorShift;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use vmc_compiler::{kdlread, AbiDocument, PlatformRegistry};
-
-/// A small deterministic generator, so a failure names a reproducible mutation.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 const PIECES: &[&str] = &[
     "{",

@@ -103,9 +103,6 @@ impl NetDevice {
         }
     }
 
-    pub fn offers(&self, bit: u32) -> bool {
-        self.device_features.contains(&bit)
-    }
 
     /// The feature bits as the 64-bit word a virtio transport offers.
     pub fn feature_word(&self) -> u64 {

@@ -32,13 +32,6 @@ pub enum Value {
 }
 
 impl Value {
-    pub fn as_bool(&self) -> Option<bool> {
-        match self {
-            Value::Bool(b) => Some(*b),
-            _ => None,
-        }
-    }
-
     pub fn as_integer(&self) -> Option<u64> {
         match self {
             Value::Integer(n) => Some(*n),
@@ -189,12 +182,6 @@ impl PartialEq for Property {
 }
 
 impl Eq for Property {}
-
-impl Property {
-    pub fn is_transport(&self) -> bool {
-        matches!(self.feature_bit, Some(bit) if (24..=41).contains(&bit))
-    }
-}
 
 use TapOffload as T;
 use Value::{Bool, Integer};

@@ -16,7 +16,7 @@ use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{require_root_or_skip, NetNs};
+use common::{require_root_or_skip, NetNs, XorShift};
 use driver::*;
 use vmc_runtime::devices::virtio::net::header::{
     VnetHeader, F_DATA_VALID, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_UDP_L4, HDR_LEN,
@@ -872,35 +872,23 @@ fn a_tap_deleted_under_the_device_is_counted_once_not_spun_on() {
     assert_eq!(b.driver.status() & status::DEVICE_NEEDS_RESET, 0);
 }
 
-/// A fixed-seed generator: the same garbage on every run.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// A descriptor's fields: garbage, but often pointing into `area` (or just past
-    /// the end of guest memory), so that the device gets past its first check.
-    fn descriptor(&mut self, area: std::ops::Range<u64>) -> (u64, u32, u16, u16) {
-        let r = self.next();
-        let addr = match r & 3 {
-            0 => self.next(),
-            1 => MEM_SIZE as u64 - self.next() % 0x1000,
-            _ => area.start + self.next() % (area.end - area.start),
-        };
-        let len = match (r >> 2) & 3 {
-            0 => self.next() as u32,
-            1 => 0,
-            _ => (self.next() % 0x2_0000) as u32,
-        };
-        let flags = ((r >> 4) & 7) as u16; // NEXT, WRITE, INDIRECT in any mix
-        let next = ((r >> 8) % 300) as u16; // sometimes outside the queue
-        (addr, len, flags, next)
-    }
+/// A descriptor's fields: garbage, but often pointing into `area` (or just past the
+/// end of guest memory), so that the device gets past its first check.
+fn random_descriptor(rng: &mut XorShift, area: std::ops::Range<u64>) -> (u64, u32, u16, u16) {
+    let r = rng.next();
+    let addr = match r & 3 {
+        0 => rng.next(),
+        1 => MEM_SIZE as u64 - rng.next() % 0x1000,
+        _ => area.start + rng.next() % (area.end - area.start),
+    };
+    let len = match (r >> 2) & 3 {
+        0 => rng.next() as u32,
+        1 => 0,
+        _ => (rng.next() % 0x2_0000) as u32,
+    };
+    let flags = ((r >> 4) & 7) as u16; // NEXT, WRITE, INDIRECT in any mix
+    let next = ((r >> 8) % 300) as u16; // sometimes outside the queue
+    (addr, len, flags, next)
 }
 
 #[test]
@@ -920,7 +908,7 @@ fn random_descriptor_tables_never_hurt_the_device() {
         let areas = [buffer_area(RX)..buffer_area(RX) + 0x80_0000, 0..MEM_SIZE as u64];
         for q in [RX, TX] {
             for index in 0..256 {
-                let (addr, len, flags, next) = rng.descriptor(areas[q].clone());
+                let (addr, len, flags, next) = random_descriptor(&mut rng, areas[q].clone());
                 b.driver.write_desc(q, index, addr, len, flags, next);
             }
         }

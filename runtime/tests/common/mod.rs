@@ -192,3 +192,21 @@ impl Drop for NetNs {
         }
     }
 }
+
+/// A fixed-seed generator (xorshift64): the same "random" inputs on every run, so a
+/// failure names a reproducible case.
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// A number in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
