@@ -250,7 +250,7 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
         ("binary", b"\x7fELF\x02\x01\x01\x00\x00".to_vec(), "binary file"),
         ("latin1", b"vm \"caf\xe9\"".to_vec(), "not valid UTF-8"),
         ("deep", deep.into_bytes(), "nesting deeper"),
-        ("cpus0", b"vm \"x\" { cpus 0 }".to_vec(), "1 to 255 vCPUs"),
+        ("cpus0", b"vm \"x\" { cpus 0 }".to_vec(), "1 to 254 vCPUs"),
         (
             "queue",
             b"vm \"x\" { net \"n\" { rx-queue-size 300 } }".to_vec(),
@@ -267,7 +267,7 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
             b"vm \"x\" { memory 999999999999999999999999999 }".to_vec(),
             "too large",
         ),
-        ("oddmem", b"vm \"x\" { memory 5000000 }".to_vec(), "4 KiB pages"),
+        ("oddmem", b"vm \"x\" { memory 5000000 }".to_vec(), "whole number of 8 KiB"),
         (
             "dupid",
             b"vm \"x\" { net \"n\"; net \"n\" }".to_vec(),

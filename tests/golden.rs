@@ -24,7 +24,10 @@ fn recorded() -> Vec<(String, String)> {
             (file.to_string(), hash.to_string())
         })
         .collect();
-    assert!(out.len() >= 50, "the golden set covers every spec, machine type and platform");
+    assert!(
+        out.len() >= 50,
+        "the golden set covers every spec, machine type and platform"
+    );
     out
 }
 
@@ -33,7 +36,10 @@ fn registry() -> PlatformRegistry {
     for entry in std::fs::read_dir(golden().join("platforms")).expect("tests/golden/platforms") {
         let path = entry.expect("entry").path();
         let text = std::fs::read_to_string(&path).expect("platform file");
-        files.push(SourceFile::new(&format!("plat/{}", path.file_name().unwrap().to_string_lossy()), &text));
+        files.push(SourceFile::new(
+            format!("plat/{}", path.file_name().unwrap().to_string_lossy()),
+            &text,
+        ));
     }
     files.sort_by(|a, b| a.name().cmp(b.name()));
     PlatformRegistry::with_files(&files).expect("golden platforms")
@@ -72,7 +78,12 @@ fn every_golden_spec_compiles_to_the_recorded_hash() {
             base_dir: Some(Path::new("/srv/specs")),
             host_cpu_features: None,
         })
-        .unwrap_or_else(|p| panic!("{spec_name} for {platform} no longer compiles:\n{}", support::render(&p)));
+        .unwrap_or_else(|p| {
+            panic!(
+                "{spec_name} for {platform} no longer compiles:\n{}",
+                support::render(&p)
+            )
+        });
         assert_eq!(doc.hash, hash, "{spec_name} for {platform}");
         assert_eq!(doc.abi, read(&file).abi, "{spec_name} for {platform}");
         assert_eq!(doc.requires, read(&file).requires, "{spec_name} for {platform}");
@@ -82,7 +93,11 @@ fn every_golden_spec_compiles_to_the_recorded_hash() {
 #[test]
 fn an_independent_rfc8785_implementation_gives_the_same_hash() {
     for (file, hash) in recorded() {
-        let out = support::vmc(&["show", "--json", golden().join("documents").join(&file).to_str().unwrap()]);
+        let out = support::vmc(&[
+            "show",
+            "--json",
+            golden().join("documents").join(&file).to_str().unwrap(),
+        ]);
         assert!(out.status.success(), "{file}: {}", support::stderr(&out));
         let shown: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
         let hashed = serde_json::json!({"abi": shown["abi"], "format": shown["format"]});

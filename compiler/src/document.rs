@@ -103,7 +103,6 @@ impl NetDevice {
         }
     }
 
-
     /// The feature bits as the 64-bit word a virtio transport offers.
     pub fn feature_word(&self) -> u64 {
         self.device_features.iter().fold(0u64, |w, b| w | (1u64 << b))

@@ -15,15 +15,11 @@ use crate::cpu;
 use crate::diagnostic::{choices_help, Collector, Problem, Problems, SourceFile};
 use crate::document::{Abi, AbiDocument, CpuAbi, HostBindings, NetDevice, Origin};
 use crate::kdlread::Spanned;
+use crate::limits::{self, MAX_CPUS, MAX_MEMORY, MEMORY_GRANULE, MIN_MEMORY};
 use crate::machine::{self, Default, MachineType};
 use crate::platform::{Platform, PlatformRegistry};
 use crate::schema::{self, Property, Support, Value};
 use crate::spec::{self, NetSpec, Spec};
-
-pub const MAX_CPUS: u64 = 255;
-pub const MIN_MEMORY: u64 = 2 << 20;
-pub const MAX_MEMORY: u64 = 1 << 40;
-pub const PAGE_SIZE: u64 = 4096;
 
 /// What the compiler needs besides the spec text. The compiler does no I/O: the caller
 /// reads files and probes hosts.
@@ -127,6 +123,10 @@ impl<'a> Expander<'a> {
             memory,
             devices,
         };
+        self.check_kernel_cmdline(&abi, &host);
+        if !self.problems.is_empty() {
+            return Err(self.problems.into_problems());
+        }
         Ok(AbiDocument::new(
             self.input.platform.name.clone(),
             abi,
@@ -279,8 +279,11 @@ impl<'a> Expander<'a> {
             ))
         } else if memory.value > MAX_MEMORY {
             Some(format!("{} bytes is more than vmc supports (1 TiB)", memory.value))
-        } else if memory.value % PAGE_SIZE != 0 {
-            Some(format!("{} bytes is not a whole number of 4 KiB pages", memory.value))
+        } else if memory.value % MEMORY_GRANULE != 0 {
+            Some(format!(
+                "{} bytes is not a whole number of 8 KiB (QEMU's RAM granularity, so that a lowered command line gives the guest the same size)",
+                memory.value
+            ))
         } else {
             None
         };
@@ -331,6 +334,25 @@ impl<'a> Expander<'a> {
                 .insert(path(field), Origin::MachineType(m.name.to_string()));
         }
 
+        for (p, v) in &net.properties {
+            if !m.net.iter().any(|(q, _)| q.name == p.name) {
+                self.problems.push(
+                    Problem::new(
+                        "vmc::spec::not-in-machine-type",
+                        format!(
+                            "`{}` arrives with machine type {}; machine type {} does not have it",
+                            p.name, p.since, m.name
+                        ),
+                    )
+                    .at(self.source(), v.span)
+                    .label(format!("not in {}", m.name))
+                    .help(format!(
+                        "use `machine \"{}\"` or newer, or remove `{}`",
+                        p.since, p.name
+                    )),
+                );
+            }
+        }
         let platform = self.input.platform;
         let mut values: Vec<(&'static Property, Sourced<Value>)> = Vec::new();
         for (p, default) in &m.net {
@@ -371,7 +393,20 @@ impl<'a> Expander<'a> {
             Origin::Derived("the device's properties (plus VERSION_1)".to_string()),
         );
         let tap = match &net.tap {
-            Some(t) => t.value.clone(),
+            Some(t) => {
+                if let Some(why) = limits::interface_name_problem(&t.value) {
+                    self.problems.push(
+                        Problem::new(
+                            "vmc::spec::tap",
+                            format!("`{}` cannot be a TAP interface name: {why}", t.value),
+                        )
+                        .at(self.source(), t.span)
+                        .label("invalid interface name")
+                        .help("leave `tap` out to derive a name from the VM name and device id"),
+                    );
+                }
+                t.value.clone()
+            }
             None => derive_tap(&self.spec.name.value, id),
         };
         Some((
@@ -554,15 +589,73 @@ impl<'a> Expander<'a> {
         }
     }
 
-    fn host(&self, taps: Vec<(String, String)>) -> HostBindings {
+    /// The host bindings, within what `run` and `lower` can carry out (see `limits`).
+    fn host(&mut self, taps: Vec<(String, String)>) -> HostBindings {
         let boot = self.spec.boot.clone().unwrap_or_default();
-        let path = |p: Option<Spanned<String>>| p.map(|p| resolve_path(self.input.base_dir, &p.value));
+        let mut path = |what: &str, p: Option<Spanned<String>>| {
+            let p = p?;
+            let resolved = resolve_path(self.input.base_dir, &p.value);
+            if let Some(why) = limits::path_problem(&p.value).or_else(|| limits::path_problem(&resolved)) {
+                self.problems.push(
+                    Problem::new("vmc::spec::path", format!("the {what} path cannot be used: {why}"))
+                        .at(self.source(), p.span)
+                        .label("invalid path"),
+                );
+            }
+            Some(resolved)
+        };
+        let kernel = path("kernel", boot.kernel.clone());
+        let initrd = path("initrd", boot.initrd.clone());
+        if let Some(c) = &boot.cmdline {
+            if let Some(why) = limits::cmdline_problem(&c.value) {
+                self.problems.push(
+                    Problem::new("vmc::spec::cmdline", format!("`cmdline` cannot be used: {why}"))
+                        .at(self.source(), c.span)
+                        .label("invalid command line")
+                        .help("write the command line as one line; KDL escapes such as `\\n` put control characters in it"),
+                );
+            }
+        }
+        if kernel.is_none() {
+            // Both boot protocols, and QEMU's -initrd and -append, need a kernel to hand
+            // them to.
+            for (what, value) in [("an initrd", &boot.initrd), ("a command line", &boot.cmdline)] {
+                if let Some(v) = value {
+                    self.problems.push(
+                        Problem::new("vmc::spec::boot", format!("`boot` has {what} but no kernel"))
+                            .at(self.source(), v.span)
+                            .label("needs a kernel")
+                            .help("add `kernel \"PATH\"` to `boot`, or remove this"),
+                    );
+                }
+            }
+        }
         HostBindings {
             name: self.spec.name.value.clone(),
-            kernel: path(boot.kernel),
-            initrd: path(boot.initrd),
+            kernel,
+            initrd,
             cmdline: boot.cmdline.map(|c| c.value),
             taps,
+        }
+    }
+
+    /// The command line the guest gets (the spec's plus one `virtio_mmio.device=` per
+    /// device) must fit the area the runtime reserves for it.
+    fn check_kernel_cmdline(&mut self, abi: &Abi, host: &HostBindings) {
+        let len = limits::kernel_cmdline(abi, host).len() + 1;
+        if len > limits::MAX_KERNEL_CMDLINE {
+            let mut p = Problem::new(
+                "vmc::spec::cmdline",
+                format!(
+                    "the kernel command line would be {len} bytes (with one `virtio_mmio.device=` per device and the final NUL); vmc passes at most {}",
+                    limits::MAX_KERNEL_CMDLINE
+                ),
+            )
+            .help("shorten `cmdline`");
+            if let Some(c) = self.spec.boot.as_ref().and_then(|b| b.cmdline.as_ref()) {
+                p = p.at(self.source(), c.span).label("too long");
+            }
+            self.problems.push(p);
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod document;
 pub mod expand;
 pub mod explain;
 pub mod kdlread;
+pub mod limits;
 pub mod lower;
 pub mod machine;
 pub mod platform;

@@ -83,8 +83,8 @@ pub const QEMU_ONLY_FEATURES: &[(&str, &str)] = &[
 /// larger values (hw/net/virtio-net.c).
 const QEMU_MAX_TX_QUEUE: u64 = 256;
 
-/// QEMU rounds `-m` up to a multiple of this.
-const QEMU_RAM_ALIGN: u64 = 8192;
+/// QEMU rounds `-m` up to a multiple of this (the compiler refuses any other size).
+const QEMU_RAM_ALIGN: u64 = crate::limits::MEMORY_GRANULE;
 
 fn problem(code: &'static str, message: impl Into<String>) -> Problem {
     Problem::new(code, message)
@@ -141,6 +141,9 @@ pub fn qemu(doc: &AbiDocument) -> Result<Vec<String>, Problem> {
         }
     }
 
+    // A device id is not guest-visible, so ids QEMU cannot take are replaced, all of them
+    // at once so that a replacement never meets a device's own id: `vmc-netN`, by slot.
+    let ids_as_written = abi.devices.iter().all(|d| qemu_id_wellformed(&d.id));
     let mut used_slots: Vec<(u32, &str)> = Vec::new();
     for device in &abi.devices {
         let slot = slot_of(device)?;
@@ -161,7 +164,12 @@ pub fn qemu(doc: &AbiDocument) -> Result<Vec<String>, Problem> {
             )
             .help("compile the spec again: every device gets a TAP name")
         })?;
-        let id = qemu_id(&device.id)?;
+        let id = if ids_as_written {
+            device.id.clone()
+        } else {
+            format!("vmc-net{slot}")
+        };
+        let id = id.as_str();
         check_option_value(&format!("the TAP name of device `{}`", device.id), tap)?;
         push(
             "-netdev",
@@ -308,19 +316,10 @@ fn slot_of(device: &NetDevice) -> Result<u32, Problem> {
 }
 
 /// A QEMU id: a letter, then letters, digits, `-`, `.` or `_` (QEMU's `id_wellformed`).
-fn qemu_id(id: &str) -> Result<&str, Problem> {
+fn qemu_id_wellformed(id: &str) -> bool {
     let mut bytes = id.bytes();
-    let ok = bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
-        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
-    if ok {
-        Ok(id)
-    } else {
-        Err(problem(
-            "vmc::lower::id",
-            format!("device id `{id}` is not a valid QEMU id (it must start with a letter)"),
-        )
-        .help("rename the device in the spec (a device id is guest-visible only through its MAC, which the spec can keep)"))
-    }
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
 }
 
 /// Option values are comma-separated: a value with a comma would be split.
@@ -541,10 +540,11 @@ mod tests {
 
     #[test]
     fn what_qemu_cannot_express_is_a_problem_naming_it() {
-        let d = doc(vec![device("0net", 0, &[])]);
-        let p = qemu(&d).unwrap_err();
-        assert_eq!(p.code, "vmc::lower::id");
-        assert!(p.message.contains("`0net`"));
+        let d = doc(vec![device("0net", 0, &[]), device("net1", 1, &[])]);
+        let args = qemu(&d).unwrap();
+        let netdevs = value_of(&args, "-netdev");
+        assert!(netdevs[0].starts_with("tap,id=vmc-net7,"), "{netdevs:?}");
+        assert!(netdevs[1].starts_with("tap,id=vmc-net6,"), "{netdevs:?}");
         let mut d = doc(vec![device("net0", 0, &[])]);
         d.host.taps.clear();
         assert_eq!(qemu(&d).unwrap_err().code, "vmc::lower::tap");

@@ -118,9 +118,15 @@ pub fn newest() -> MachineType {
 
 /// The machine type called `name`, with every delta down to the first applied.
 pub fn resolve(name: &str) -> Option<MachineType> {
-    let delta = MACHINE_TYPES.iter().find(|m| m.name == name)?;
+    resolve_in(MACHINE_TYPES, schema::VIRTIO_NET, name)
+}
+
+/// The machine type called `name` among `machines`, whose devices have the rows of
+/// `schema` introduced by it or an earlier machine type (`Property::since`).
+pub fn resolve_in(machines: &[MachineDelta], schema: &'static [Property], name: &str) -> Option<MachineType> {
+    let delta = machines.iter().find(|m| m.name == name)?;
     let mut resolved = match delta.base {
-        Some(base) => resolve(base)?,
+        Some(base) => resolve_in(machines, schema, base)?,
         None => MachineType {
             name: delta.name,
             doc: delta.doc,
@@ -129,19 +135,25 @@ pub fn resolve(name: &str) -> Option<MachineType> {
             cpu_model: delta.cpu_model?,
             cpu_baseline: delta.cpu_baseline?,
             mmio: delta.mmio?,
-            net: schema::VIRTIO_NET
-                .iter()
-                .map(|p| {
-                    let default = match (p.platform_default, p.default) {
-                        (Some(_), _) => Default::Platform,
-                        (None, Some(v)) => Default::Fixed(v),
-                        (None, None) => Default::Derived,
-                    };
-                    (p, default)
-                })
-                .collect(),
+            net: Vec::new(),
         },
     };
+    // The rows this machine type introduces join with their first default (a delta may
+    // then change it); the base's rows are there already.
+    resolved
+        .net
+        .extend(schema.iter().filter(|p| p.since == delta.name).map(|p| {
+            let default = match (p.platform_default, p.default) {
+                (Some(_), _) => Default::Platform,
+                (None, Some(v)) => Default::Fixed(v),
+                (None, None) => Default::Derived,
+            };
+            (p, default)
+        }));
+    // Schema order, so documents list properties the same way in every machine type.
+    resolved
+        .net
+        .sort_by_key(|(p, _)| schema.iter().position(|q| q.name == p.name));
     resolved.name = delta.name;
     resolved.doc = delta.doc;
     resolved.cpus = delta.cpus.unwrap_or(resolved.cpus);
@@ -185,7 +197,6 @@ mod tests {
     fn every_machine_type_resolves_and_deltas_name_real_properties() {
         for m in MACHINE_TYPES {
             let r = resolve(m.name).unwrap_or_else(|| panic!("{} does not resolve", m.name));
-            assert_eq!(r.net.len(), schema::VIRTIO_NET.len());
             for (name, value) in m.net {
                 let p = schema::property(name).unwrap();
                 assert_eq!(p.kind.check(value), Ok(()));
@@ -217,5 +228,53 @@ mod tests {
             .collect();
         assert_eq!(changed, ["rx-queue-size"]);
         assert_eq!(newest().name, "microvm-1.1");
+    }
+
+    #[test]
+    fn every_property_belongs_to_a_machine_type() {
+        let newest = newest();
+        for p in schema::VIRTIO_NET {
+            assert!(
+                names().any(|m| m == p.since),
+                "{} names unknown machine type {}",
+                p.name,
+                p.since
+            );
+            assert!(newest.net.iter().any(|(q, _)| q.name == p.name), "{}", p.name);
+        }
+    }
+
+    /// What adding a property looks like: a row with `.since("microvm-9.0")` and a
+    /// machine type of that name. The released machine types keep exactly their table.
+    #[test]
+    fn a_new_property_arrives_only_with_its_machine_type() {
+        let mut rows: Vec<Property> = schema::VIRTIO_NET.to_vec();
+        rows.push(schema::VIRTIO_NET[1].clone().since("microvm-9.0"));
+        let last = rows.len() - 1;
+        rows[last].name = "guest-future";
+        let rows: &'static [Property] = Box::leak(rows.into_boxed_slice());
+        let mut machines: Vec<MachineDelta> = Vec::new();
+        for m in MACHINE_TYPES {
+            machines.push(MachineDelta { ..*m });
+        }
+        machines.push(MachineDelta {
+            name: "microvm-9.0",
+            base: Some("microvm-1.1"),
+            doc: "a machine type of the future",
+            cpus: None,
+            memory: None,
+            cpu_model: None,
+            cpu_baseline: None,
+            mmio: None,
+            net: &[],
+        });
+        for released in names() {
+            let before = resolve(released).unwrap();
+            let after = resolve_in(&machines, rows, released).unwrap();
+            assert_eq!(default_table(&before), default_table(&after), "{released} changed");
+        }
+        let future = resolve_in(&machines, rows, "microvm-9.0").unwrap();
+        assert_eq!(future.net.len(), schema::VIRTIO_NET.len() + 1);
+        assert_eq!(future.net.last().map(|(p, _)| p.name), Some("guest-future"));
     }
 }

@@ -148,7 +148,7 @@ pub enum Support {
 }
 
 /// One virtio-net property.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Property {
     /// The KDL name (QEMU's name in kebab-case).
     pub name: &'static str,
@@ -170,6 +170,10 @@ pub struct Property {
     /// TAP offloads the host must accept when the property is on.
     pub tap_offloads: &'static [TapOffload],
     pub support: Support,
+    /// The machine type that introduced the property. Documents of older machine types
+    /// do not have it, so adding a row never changes a released machine type's table,
+    /// documents or hashes (QEMU's `hw_compat_*` discipline, read the other way).
+    pub since: &'static str,
     /// One line for `explain` and `--help`.
     pub doc: &'static str,
 }
@@ -216,9 +220,13 @@ const fn value(
         requires: &[],
         tap_offloads: &[],
         support: Support::Implemented,
+        since: FIRST_MACHINE_TYPE,
         doc,
     }
 }
+
+/// The machine type every property of the first release belongs to.
+const FIRST_MACHINE_TYPE: &str = "microvm-1.0";
 
 impl Property {
     const fn requires(self, requires: &'static [&'static [&'static str]]) -> Property {
@@ -240,6 +248,12 @@ impl Property {
 
     const fn not_implemented(self, support: Support) -> Property {
         Property { support, ..self }
+    }
+
+    /// The property arrives with machine type `machine` (a new row always does: the
+    /// released machine types are frozen).
+    pub const fn since(self, machine: &'static str) -> Property {
+        Property { since: machine, ..self }
     }
 }
 

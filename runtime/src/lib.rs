@@ -5,6 +5,6 @@
 pub mod boot;
 pub mod devices;
 pub mod host;
+pub mod run;
 pub mod selftest;
 pub mod vm;
-pub mod run;

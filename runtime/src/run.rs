@@ -113,16 +113,9 @@ pub fn cpuid_masks(doc: &AbiDocument) -> Vec<CpuidMask> {
 }
 
 /// The kernel command line: the host binding's, then one `virtio_mmio.device=` per
-/// device at the placement the ABI fixes (the syntax Linux and QEMU's microvm use).
+/// device (see [`vmc_compiler::limits::kernel_cmdline`]).
 pub fn kernel_cmdline(doc: &AbiDocument) -> String {
-    let mut parts: Vec<String> = doc.host.cmdline.iter().filter(|c| !c.is_empty()).cloned().collect();
-    for d in &doc.abi.devices {
-        parts.push(format!(
-            "virtio_mmio.device={}@{:#x}:{}",
-            d.mmio_size, d.mmio_base, d.irq
-        ));
-    }
-    parts.join(" ")
+    vmc_compiler::limits::kernel_cmdline(&doc.abi, &doc.host)
 }
 
 /// Builds the VM the document describes and runs it to the end. `host` is this host,
@@ -139,7 +132,15 @@ pub fn run(doc: &AbiDocument, host: &Platform, console: Box<dyn Write + Send>) -
         .map(|p| read_boot_file("initrd", p))
         .transpose()?;
     let vcpus = u8::try_from(doc.abi.cpu.count)
-        .map_err(|_| RunError::Unsupported(format!("{} vCPUs (at most 255)", doc.abi.cpu.count)))?;
+        .ok()
+        .filter(|&n| u64::from(n) <= vmc_compiler::limits::MAX_CPUS)
+        .ok_or_else(|| {
+            RunError::Unsupported(format!(
+                "{} vCPUs (at most {})",
+                doc.abi.cpu.count,
+                vmc_compiler::limits::MAX_CPUS
+            ))
+        })?;
     let config = VmConfig {
         cpuid_masks: cpuid_masks(doc),
         ..VmConfig::new(doc.abi.memory, vcpus)

@@ -37,6 +37,6 @@ pub const PD_ADDR: u64 = 0xb000;
 /// Guest address of the kernel command line.
 pub const CMDLINE_ADDR: u64 = 0x20000;
 /// Largest command line, NUL included.
-pub const CMDLINE_MAX_SIZE: usize = 0x10000;
+pub const CMDLINE_MAX_SIZE: usize = vmc_compiler::limits::MAX_KERNEL_CMDLINE;
 /// First address free for the guest's own use.
 pub const BOOT_AREA_END: u64 = CMDLINE_ADDR + CMDLINE_MAX_SIZE as u64;

@@ -81,10 +81,7 @@ mod tests {
 
     #[test]
     fn display_names_the_errno_and_describes_it() {
-        assert_eq!(
-            Errno(libc::EPERM).to_string(),
-            "EPERM (Operation not permitted)"
-        );
+        assert_eq!(Errno(libc::EPERM).to_string(), "EPERM (Operation not permitted)");
         assert!(Errno(4095).to_string().starts_with("errno 4095 ("));
     }
 }

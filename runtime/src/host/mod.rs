@@ -18,7 +18,7 @@ pub mod tap;
 
 pub use errno::Errno;
 pub use probe::{
-    CpuidEntry, CpuidReg, HostProbe, KernelRelease, KvmCapability, KvmProbe, ProbeError,
-    SupportedCpuid, TapOffloadProbe, TapProbe, KVM_CAPABILITIES,
+    CpuidEntry, CpuidReg, HostProbe, KernelRelease, KvmCapability, KvmProbe, ProbeError, SupportedCpuid,
+    TapOffloadProbe, TapProbe, KVM_CAPABILITIES,
 };
 pub use tap::{Tap, TapError, TapOffloads, TunFeatures, VNET_HDR_LEN};

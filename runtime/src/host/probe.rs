@@ -32,26 +32,17 @@ pub const KVM_CAPABILITIES: &[(&str, u32)] = &[
     ("pit2", kvm_bindings::KVM_CAP_PIT2),
     ("pit-state2", kvm_bindings::KVM_CAP_PIT_STATE2),
     ("ioeventfd", kvm_bindings::KVM_CAP_IOEVENTFD),
-    (
-        "set-identity-map-addr",
-        kvm_bindings::KVM_CAP_SET_IDENTITY_MAP_ADDR,
-    ),
+    ("set-identity-map-addr", kvm_bindings::KVM_CAP_SET_IDENTITY_MAP_ADDR),
     ("adjust-clock", kvm_bindings::KVM_CAP_ADJUST_CLOCK),
     ("vcpu-events", kvm_bindings::KVM_CAP_VCPU_EVENTS),
     ("xsave", kvm_bindings::KVM_CAP_XSAVE),
     ("xcrs", kvm_bindings::KVM_CAP_XCRS),
     ("get-tsc-khz", kvm_bindings::KVM_CAP_GET_TSC_KHZ),
     ("max-vcpus", kvm_bindings::KVM_CAP_MAX_VCPUS),
-    (
-        "tsc-deadline-timer",
-        kvm_bindings::KVM_CAP_TSC_DEADLINE_TIMER,
-    ),
+    ("tsc-deadline-timer", kvm_bindings::KVM_CAP_TSC_DEADLINE_TIMER),
     ("readonly-mem", kvm_bindings::KVM_CAP_READONLY_MEM),
     ("split-irqchip", kvm_bindings::KVM_CAP_SPLIT_IRQCHIP),
-    (
-        "ioeventfd-any-length",
-        kvm_bindings::KVM_CAP_IOEVENTFD_ANY_LENGTH,
-    ),
+    ("ioeventfd-any-length", kvm_bindings::KVM_CAP_IOEVENTFD_ANY_LENGTH),
     // The x2APIC *API* (32-bit APIC ids in KVM_SET_LAPIC). x2APIC itself needs no
     // capability: KVM emulates it and shows it in the supported CPUID (leaf 1, ecx bit 21).
     ("x2apic-api", kvm_bindings::KVM_CAP_X2APIC_API),
@@ -123,14 +114,8 @@ impl KernelRelease {
     pub fn parse(release: &str) -> Result<KernelRelease, ProbeError> {
         let unparsable = || ProbeError::UnparsableRelease(release.to_string());
         let mut parts = release.splitn(3, '.');
-        let major = parts
-            .next()
-            .and_then(leading_number)
-            .ok_or_else(unparsable)?;
-        let minor = parts
-            .next()
-            .and_then(leading_number)
-            .ok_or_else(unparsable)?;
+        let major = parts.next().and_then(leading_number).ok_or_else(unparsable)?;
+        let minor = parts.next().and_then(leading_number).ok_or_else(unparsable)?;
         Ok(KernelRelease {
             release: release.to_string(),
             major,
@@ -369,12 +354,8 @@ fn open_kvm_hint(errno: Errno) -> &'static str {
     match errno.0 {
         libc::ENOENT if kvm_module_loaded => "the kvm module is loaded but /dev/kvm is missing",
         libc::ENOENT => "the kvm module is not loaded (modprobe kvm_intel or kvm_amd)",
-        libc::ENODEV | libc::ENXIO => {
-            "kvm has no backend (kvm_intel/kvm_amd not loaded, or virtualization is off)"
-        }
-        libc::EACCES | libc::EPERM => {
-            "no permission on /dev/kvm (join the kvm group, or run as root)"
-        }
+        libc::ENODEV | libc::ENXIO => "kvm has no backend (kvm_intel/kvm_amd not loaded, or virtualization is off)",
+        libc::EACCES | libc::EPERM => "no permission on /dev/kvm (join the kvm group, or run as root)",
         _ => "unexpected error",
     }
 }
@@ -404,8 +385,7 @@ pub struct CpuidEntry {
 impl CpuidEntry {
     /// This entry answers CPUID `leaf`.`subleaf`.
     pub fn matches(&self, leaf: u32, subleaf: u32) -> bool {
-        self.function == leaf
-            && (self.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX == 0 || self.index == subleaf)
+        self.function == leaf && (self.flags & KVM_CPUID_FLAG_SIGNIFCANT_INDEX == 0 || self.index == subleaf)
     }
 
     pub fn reg(&self, reg: CpuidReg) -> u32 {
@@ -441,9 +421,7 @@ pub struct SupportedCpuid {
 impl SupportedCpuid {
     /// The entry answering `leaf`.`subleaf`, if KVM reported one.
     pub fn entry(&self, leaf: u32, subleaf: u32) -> Option<&CpuidEntry> {
-        self.entries
-            .iter()
-            .find(|entry| entry.matches(leaf, subleaf))
+        self.entries.iter().find(|entry| entry.matches(leaf, subleaf))
     }
 
     /// Bit `bit` (0..32) of `reg` in `leaf`.`subleaf` is set; false for an absent leaf.

@@ -258,9 +258,7 @@ fn hint_suffix(hint: &Option<&'static str>) -> String {
 
 fn open_tun_hint(errno: Errno) -> &'static str {
     match errno.0 {
-        libc::ENOENT => {
-            "the tun module is not loaded (modprobe tun), or the device node is missing"
-        }
+        libc::ENOENT => "the tun module is not loaded (modprobe tun), or the device node is missing",
         libc::ENODEV | libc::ENXIO => "the tun module is not loaded (modprobe tun)",
         libc::EACCES | libc::EPERM => "no permission on /dev/net/tun (run as root)",
         _ => "unexpected error",
@@ -272,9 +270,7 @@ fn ioctl_hint(ioctl: &str, errno: Errno, exclusive: bool) -> Option<&'static str
         ("TUNSETIFF", libc::EPERM) => "needs CAP_NET_ADMIN (run as root)",
         ("TUNSETIFF", libc::EBUSY) if exclusive => "an interface of that name already exists",
         ("TUNSETIFF", libc::EBUSY) => "the TAP is already attached to another process",
-        ("TUNSETIFF", libc::EINVAL) => {
-            "an interface of that name exists but is not a single-queue TAP"
-        }
+        ("TUNSETIFF", libc::EINVAL) => "an interface of that name exists but is not a single-queue TAP",
         ("TUNSETOFFLOAD", libc::EINVAL) => {
             "the kernel rejects this offload set (every offload needs csum; uso4 and uso6 \
              only as a pair, Linux 6.2+; tso-ecn needs tso4 or tso6)"
@@ -360,20 +356,9 @@ impl Tap {
     /// receive). The set replaces the previous one.
     pub fn set_offload(&self, offloads: TapOffloads) -> Result<(), TapError> {
         // SAFETY: TUNSETOFFLOAD takes its argument by value and touches no memory of ours.
-        let ret = unsafe {
-            ioctl_with_val(
-                &self.file,
-                uapi::TUNSETOFFLOAD(),
-                offloads.bits() as c_ulong,
-            )
-        };
+        let ret = unsafe { ioctl_with_val(&self.file, uapi::TUNSETOFFLOAD(), offloads.bits() as c_ulong) };
         if ret < 0 {
-            return Err(ioctl_error(
-                "TUNSETOFFLOAD",
-                &self.name,
-                Errno::last(),
-                false,
-            ));
+            return Err(ioctl_error("TUNSETOFFLOAD", &self.name, Errno::last(), false));
         }
         Ok(())
     }
@@ -383,12 +368,7 @@ impl Tap {
         // SAFETY: TUNSETVNETHDRSZ reads one int from the pointer, which is valid.
         let ret = unsafe { ioctl_with_ref(&self.file, uapi::TUNSETVNETHDRSZ(), &len) };
         if ret < 0 {
-            return Err(ioctl_error(
-                "TUNSETVNETHDRSZ",
-                &self.name,
-                Errno::last(),
-                false,
-            ));
+            return Err(ioctl_error("TUNSETVNETHDRSZ", &self.name, Errno::last(), false));
         }
         Ok(())
     }
@@ -460,10 +440,7 @@ impl Tap {
     ///
     /// # Safety
     /// Every iovec must describe memory that is valid for reads for the whole call.
-    pub unsafe fn write_frame_raw(
-        &self,
-        iovecs: &[libc::iovec],
-    ) -> Result<Option<usize>, TapError> {
+    pub unsafe fn write_frame_raw(&self, iovecs: &[libc::iovec]) -> Result<Option<usize>, TapError> {
         loop {
             // SAFETY: the caller guarantees the iovecs; the count comes from the slice.
             let ret = unsafe { libc::writev(self.as_raw_fd(), iovecs.as_ptr(), iov_count(iovecs)) };
@@ -619,10 +596,7 @@ mod tests {
         );
         let uso = TapOffloads::CSUM | TapOffloads::USO4 | TapOffloads::USO6;
         assert_eq!(uso.to_string(), "csum|uso4|uso6");
-        assert_eq!(
-            TapOffloads::from_name("tso-ecn"),
-            Some(TapOffloads::TSO_ECN)
-        );
+        assert_eq!(TapOffloads::from_name("tso-ecn"), Some(TapOffloads::TSO_ECN));
         assert_eq!(TapOffloads::from_bits(0x80), None);
         assert!(uso.contains(TapOffloads::USO4 | TapOffloads::CSUM));
         assert!(!uso.contains(TapOffloads::TSO4));
@@ -645,8 +619,6 @@ mod tests {
         assert!(message.starts_with("TUNSETOFFLOAD on TAP \"vmc0\" failed with EINVAL"));
         assert!(message.contains("every offload needs csum"));
         let error = ioctl_error("TUNSETIFF", "vmc0", Errno(libc::EPERM), false);
-        assert!(error
-            .to_string()
-            .ends_with("needs CAP_NET_ADMIN (run as root)"));
+        assert!(error.to_string().ends_with("needs CAP_NET_ADMIN (run as root)"));
     }
 }

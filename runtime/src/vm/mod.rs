@@ -220,10 +220,11 @@ impl std::fmt::Debug for Vm {
 impl Vm {
     /// Creates the VM: memory, interrupt controllers, vCPUs (not yet running).
     pub fn new(config: &VmConfig) -> Result<Vm, VmError> {
-        if config.vcpus == 0 || config.vcpus == u8::MAX {
+        if config.vcpus == 0 || u64::from(config.vcpus) > vmc_compiler::limits::MAX_CPUS {
             return Err(VmError::InvalidConfig(format!(
-                "{} vCPUs (1 to 254 are possible)",
-                config.vcpus
+                "{} vCPUs (1 to {} are possible)",
+                config.vcpus,
+                vmc_compiler::limits::MAX_CPUS
             )));
         }
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
