@@ -267,7 +267,11 @@ fn bad_input_is_a_clear_error_and_writes_nothing() {
             b"vm \"x\" { memory 999999999999999999999999999 }".to_vec(),
             "too large",
         ),
-        ("oddmem", b"vm \"x\" { memory 5000000 }".to_vec(), "whole number of 8 KiB"),
+        (
+            "oddmem",
+            b"vm \"x\" { memory 5000000 }".to_vec(),
+            "whole number of 8 KiB",
+        ),
         (
             "dupid",
             b"vm \"x\" { net \"n\"; net \"n\" }".to_vec(),

@@ -233,9 +233,9 @@ fn an_edited_document_is_refused() {
     // A guest-visible value changed by hand.
     let edited = text.replace("count 2", "count 3");
     assert!(read(edited).unwrap_err().has("vmc::abi::hash-mismatch"));
-    // Feature bits edited to disagree with the properties.
+    // A property edited without the hash.
     let edited = text.replace("host-uso #true", "host-uso #false");
-    assert!(read(edited).unwrap_err().has("vmc::abi::value"));
+    assert!(read(edited).unwrap_err().has("vmc::abi::hash-mismatch"));
     // The stored hash edited.
     let edited = text.replacen("hash \"blake3:", "hash \"blake3:0", 1);
     assert!(read(edited).unwrap_err().has("vmc::abi::hash-mismatch"));

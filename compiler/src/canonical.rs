@@ -18,9 +18,28 @@
 //! Everything guest-visible is in `abi` and nothing else is: the platform name, TAP
 //! names, paths, the VM name and origins are outside it.
 
+use std::collections::BTreeMap;
+
 use serde_json::{json, Value as Json};
 
-use crate::document::{Abi, FORMAT};
+use crate::document::{Abi, AbiDocument, HostBindings, Origin, Requirements};
+
+/// The ABI document format. Part of what is hashed.
+pub const FORMAT: u64 = 1;
+
+impl AbiDocument {
+    /// Builds a document from its parts, computing `requires` and the hash.
+    pub fn new(platform: String, abi: Abi, host: HostBindings, origins: BTreeMap<String, Origin>) -> AbiDocument {
+        AbiDocument {
+            hash: hash(&abi),
+            requires: Requirements::of(&abi),
+            platform,
+            abi,
+            host,
+            origins,
+        }
+    }
+}
 
 /// `blake3:<64 hex>` of the canonical encoding of `abi`.
 pub fn hash(abi: &Abi) -> String {

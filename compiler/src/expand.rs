@@ -47,6 +47,43 @@ pub fn compile(input: &CompileInput<'_>) -> Result<AbiDocument, Problems> {
     .run()
 }
 
+/// Compiles a spec that states every value, as the reader restates a document (with
+/// the document's spans), for the document's machine type. The platform takes no part:
+/// every TAP offload counts as available and the CPU features are the document's own,
+/// so what remains are the rules of the compiler, which the result must satisfy.
+pub(crate) fn rederive(
+    spec: &Spec,
+    platform_name: &str,
+    cpu_features: &std::collections::BTreeSet<String>,
+) -> Result<AbiDocument, Problems> {
+    let platform = Platform {
+        name: platform_name.to_string(),
+        description: String::new(),
+        kernel: crate::platform::KernelVersion { major: 0, minor: 0 },
+        inherits: None,
+        tap_offloads: crate::platform::TapOffload::ALL.into_iter().collect(),
+        kvm_capabilities: std::collections::BTreeSet::new(),
+        cpu_features: None,
+        source: crate::platform::PlatformSource::Builtin,
+    };
+    // Only messages about missing offloads consult the registry, and none arise here.
+    static BUILTIN: std::sync::OnceLock<PlatformRegistry> = std::sync::OnceLock::new();
+    let input = CompileInput {
+        spec: &spec.source,
+        platform: &platform,
+        registry: BUILTIN.get_or_init(PlatformRegistry::builtin),
+        base_dir: None,
+        host_cpu_features: Some(cpu_features),
+    };
+    Expander {
+        spec,
+        input: &input,
+        problems: Collector::default(),
+        origins: BTreeMap::new(),
+    }
+    .run()
+}
+
 /// A value and where it came from.
 #[derive(Debug, Clone)]
 struct Sourced<T> {

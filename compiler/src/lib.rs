@@ -28,8 +28,10 @@ pub mod limits;
 pub mod lower;
 pub mod machine;
 pub mod platform;
+pub mod reader;
 pub mod schema;
 pub mod spec;
+pub mod writer;
 
 pub use diagnostic::{Problem, Problems, SourceFile};
 pub use document::{Abi, AbiDocument, NetDevice, Origin};

@@ -176,7 +176,12 @@ fn duplicate<'a>(
 }
 
 /// A name that appears in messages, derivations and interface names: printable and short.
-fn check_name(source: &SourceFile, name: Spanned<String>, what: &str, max: usize) -> Result<Spanned<String>, Problem> {
+pub(crate) fn check_name(
+    source: &SourceFile,
+    name: Spanned<String>,
+    what: &str,
+    max: usize,
+) -> Result<Spanned<String>, Problem> {
     let ok = !name.value.is_empty()
         && name.value.len() <= max
         && name
