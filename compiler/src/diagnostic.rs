@@ -63,6 +63,9 @@ pub struct Problem {
     pub label: Option<String>,
     /// The fix.
     pub help: Option<String>,
+    /// More places in the same source, each with a few words (such as where a
+    /// duplicate was first written).
+    pub related: Vec<(SourceSpan, String)>,
 }
 
 impl Problem {
@@ -74,6 +77,7 @@ impl Problem {
             span: None,
             label: None,
             help: None,
+            related: Vec::new(),
         }
     }
 
@@ -85,6 +89,12 @@ impl Problem {
 
     pub fn label(mut self, label: impl Into<String>) -> Self {
         self.label = Some(label.into());
+        self
+    }
+
+    /// Labels another place in the problem's source (call after [`Problem::at`]).
+    pub fn also(mut self, span: SourceSpan, label: impl Into<String>) -> Self {
+        self.related.push((span, label.into()));
         self
     }
 
@@ -152,10 +162,16 @@ impl Diagnostic for Problem {
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let span = self.span?;
-        Some(Box::new(std::iter::once(LabeledSpan::new_with_span(
-            self.label.clone(),
-            span,
-        ))))
+        let primary = if self.related.is_empty() {
+            LabeledSpan::new_with_span(self.label.clone(), span)
+        } else {
+            LabeledSpan::new_primary_with_span(self.label.clone(), span)
+        };
+        let related = self
+            .related
+            .iter()
+            .map(|(span, label)| LabeledSpan::new_with_span(Some(label.clone()), *span));
+        Some(Box::new(std::iter::once(primary).chain(related)))
     }
 }
 
