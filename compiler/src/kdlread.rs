@@ -2,6 +2,8 @@
 //! and small typed accessors that keep spans, shared by specs, platform files and ABI
 //! documents.
 
+use std::collections::HashMap;
+
 use kdl::{KdlDocument, KdlEntry, KdlNode, KdlValue};
 use miette::SourceSpan;
 
@@ -322,6 +324,138 @@ impl<'a> NodeReader<'a> {
     pub fn children(&self) -> &'a [KdlNode] {
         self.node.children().map_or(&[], |d| d.nodes())
     }
+
+    /// [`refuse_duplicates`] over this node's children, naming the block after the node
+    /// (`platform "acme"`, `device "net0"`, `abi`).
+    pub fn refuse_duplicate_children(&self, repeatable: &[&str]) -> Vec<Problem> {
+        refuse_duplicates(
+            self.source,
+            self.children(),
+            repeatable,
+            &format!("`{}`", head_text(self.node)),
+        )
+    }
+}
+
+/// The problem code of a repeated node, key or property, in any input vmc reads.
+pub const DUPLICATE: &str = "vmc::input::duplicate";
+
+/// A repeated `what` (such as "`kernel`" or "key `format`") in `within` (such as
+/// "`platform \"acme\"`" or "the top-level object"): both places are labelled, and both
+/// positions are in the message, so that it reads alone.
+pub fn duplicate_problem(
+    source: &SourceFile,
+    what: &str,
+    within: &str,
+    first: SourceSpan,
+    again: SourceSpan,
+) -> Problem {
+    let (l1, c1) = source.line_column(first.offset());
+    let (l2, c2) = source.line_column(again.offset());
+    Problem::new(
+        DUPLICATE,
+        format!("duplicate {what} in {within}: first at line {l1}, column {c1}, again at line {l2}, column {c2}"),
+    )
+    .at(source, again)
+    .label("again")
+    .also(first, "first")
+    .help("keep only one: vmc refuses rather than guess which was meant")
+}
+
+/// Every repetition among sibling nodes (one block's children, or a document's top
+/// level), as problems naming both places:
+///
+/// * a node name written twice, unless it is `repeatable` (such as `device`, `origin`,
+///   `tap`, `platform`);
+/// * a repeatable node whose key, its first argument, is written twice (two
+///   `device "net0"`, two `origin "cpu.count"`);
+/// * a property written twice on one node (`line=1 line=2`).
+///
+/// `block` names the siblings' parent in messages ("`abi`", "the document"). The check
+/// covers one level: call it for each block read, children are not visited.
+pub fn refuse_duplicates(source: &SourceFile, nodes: &[KdlNode], repeatable: &[&str], block: &str) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut names: HashMap<&str, SourceSpan> = HashMap::new();
+    let mut keys: HashMap<(&str, &KdlValue), SourceSpan> = HashMap::new();
+    for node in nodes {
+        let name = node.name().value();
+        if repeatable.contains(&name) {
+            if let Some(key) = node.entries().iter().find(|e| e.name().is_none()) {
+                let span = head_span(node);
+                match keys.get(&(name, key.value())) {
+                    Some(first) => problems.push(duplicate_problem(
+                        source,
+                        &format!("`{name} {}`", value_text(key.value())),
+                        block,
+                        *first,
+                        span,
+                    )),
+                    None => {
+                        keys.insert((name, key.value()), span);
+                    }
+                }
+            }
+        } else {
+            let span = head_span(node);
+            match names.get(name) {
+                Some(first) => problems.push(duplicate_problem(source, &format!("`{name}`"), block, *first, span)),
+                None => {
+                    names.insert(name, span);
+                }
+            }
+        }
+        let mut properties: HashMap<&str, SourceSpan> = HashMap::new();
+        for entry in node.entries() {
+            let Some(key) = entry.name() else { continue };
+            match properties.get(key.value()) {
+                Some(first) => problems.push(duplicate_problem(
+                    source,
+                    &format!("property `{}`", key.value()),
+                    &format!("`{}`", head_text(node)),
+                    *first,
+                    entry.span(),
+                )),
+                None => {
+                    properties.insert(key.value(), entry.span());
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// A node's name and entries, without its block: where a duplicate is pointed at.
+fn head_span(node: &KdlNode) -> SourceSpan {
+    let start = node.name().span().offset();
+    let end = node
+        .entries()
+        .iter()
+        .map(|e| e.span().offset() + e.span().len())
+        .chain(std::iter::once(start + node.name().span().len()))
+        .max()
+        .unwrap_or(start);
+    SourceSpan::from((start, end - start))
+}
+
+/// A node as messages name it: its name, and its key when the first argument is one.
+fn head_text(node: &KdlNode) -> String {
+    match node.entries().first().filter(|e| e.name().is_none()) {
+        Some(key) => format!("{} {}", node.name().value(), value_text(key.value())),
+        None => node.name().value().to_string(),
+    }
+}
+
+fn value_text(value: &KdlValue) -> String {
+    match value {
+        KdlValue::String(s) if s.chars().count() > 64 => {
+            format!(
+                "{}…",
+                quote(&s.chars().take(60).collect::<String>()).trim_end_matches('"')
+            )
+        }
+        KdlValue::String(s) => quote(s),
+        other => other.to_string(),
+    }
 }
 
 pub fn kind_of(value: &KdlValue) -> &'static str {
@@ -414,5 +548,118 @@ b #"{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{"#"##;
         let text = "a {".repeat(100_000) + &"}".repeat(100_000);
         let src = SourceFile::new("d.kdl", text);
         assert!(parse(&src, "a spec").unwrap_err().has("vmc::input::too-deep"));
+    }
+
+    fn duplicates(text: &str, repeatable: &[&str]) -> Vec<Problem> {
+        let source = SourceFile::new("d.kdl", text);
+        let doc = parse(&source, "a test").unwrap();
+        let mut all = refuse_duplicates(&source, doc.nodes(), repeatable, "the document");
+        for node in doc.nodes() {
+            all.extend(NodeReader::new(&source, node).refuse_duplicate_children(repeatable));
+        }
+        all
+    }
+
+    #[test]
+    fn a_repeated_node_names_itself_the_block_and_both_places() {
+        let p = duplicates(
+            "platform \"acme\" {\n    kernel \"6.1\"\n    kernel \"6.2\"\n}\n",
+            &["platform"],
+        );
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(p[0].code, DUPLICATE);
+        assert_eq!(
+            p[0].message,
+            "duplicate `kernel` in `platform \"acme\"`: first at line 2, column 5, again at line 3, column 5"
+        );
+        // The label covers the node's name and values, not the lines around it.
+        assert_eq!(p[0].span, Some(SourceSpan::from((39, 12))));
+        assert_eq!(p[0].related, vec![(SourceSpan::from((22, 12)), "first".to_string())]);
+        let rendered = format!("{:?}", miette::Report::new(p[0].clone()));
+        assert!(rendered.contains("duplicate `kernel`"), "{rendered}");
+    }
+
+    #[test]
+    fn every_kind_of_repeat_is_found() {
+        let cases: &[(&str, &[&str], &str)] = &[
+            ("format 1\nformat 1", &[], "duplicate `format` in the document"),
+            ("abi { memory 1; memory 2 }", &[], "duplicate `memory` in `abi`"),
+            (
+                "abi { cpu { count 1 }; cpu { count 1 } }",
+                &[],
+                "duplicate `cpu` in `abi`",
+            ),
+            ("a { b { c 1; c 2 } }", &[], ""),
+            (
+                "abi { device \"net0\"; device \"net1\"; device \"net0\" }",
+                &["device"],
+                "duplicate `device \"net0\"` in `abi`",
+            ),
+            (
+                "origins { origin \"cpu.count\" derived=\"x\"; origin \"cpu.count\" derived=\"y\" }",
+                &["origin"],
+                "duplicate `origin \"cpu.count\"` in `origins`",
+            ),
+            (
+                "host { tap \"net0\" \"a\"; tap \"net0\" \"b\" }",
+                &["tap"],
+                "duplicate `tap \"net0\"` in `host`",
+            ),
+            (
+                "platform \"x\"\nplatform \"x\"",
+                &["platform"],
+                "duplicate `platform \"x\"` in the document",
+            ),
+            (
+                "origins { origin \"p\" line=1 line=2 }",
+                &["origin"],
+                "duplicate property `line` in `origin \"p\"`",
+            ),
+            ("n 1 k=1 k=#true", &[], "duplicate property `k` in `n 1`"),
+            ("n 1; n 2; n 3", &[], "duplicate `n` in the document"),
+            ("\"n\" 1; n 2", &[], "duplicate `n` in the document"),
+        ];
+        for (text, repeatable, message) in cases {
+            let p = duplicates(text, repeatable);
+            if message.is_empty() {
+                // Only one level is checked per call: `c` is two levels down.
+                assert!(p.is_empty(), "{text}: {p:?}");
+                continue;
+            }
+            assert!(!p.is_empty(), "{text}: nothing found");
+            assert!(
+                p.iter().all(|p| p.message.starts_with(message) && p.code == DUPLICATE),
+                "{text}: {p:?}"
+            );
+        }
+        // Three copies: two problems, each naming the first.
+        let p = duplicates("n 1; n 2; n 3", &[]);
+        assert_eq!(p.len(), 2);
+        assert!(p.iter().all(|p| p.related[0].0 == SourceSpan::from((0, 3))));
+    }
+
+    #[test]
+    fn what_may_repeat_is_not_a_duplicate() {
+        for (text, repeatable) in [
+            ("abi { device \"net0\"; device \"net1\" }", &["device"][..]),
+            ("a { x 1 }; b { x 1 }", &[]),
+            ("host { tap \"net0\" \"t\"; tap \"net1\" \"t\" }", &["tap"]),
+            ("n \"a\" k=1; n \"b\" k=1", &["n"]),
+            ("n 1 a=1 b=1 c=1", &[]),
+            // A repeatable node without a key is for its reader to refuse.
+            ("abi { device; device }", &["device"]),
+            // Keys differ by type: 1 is not "1".
+            ("n 1; n \"1\"", &["n"]),
+        ] {
+            assert!(duplicates(text, repeatable).is_empty(), "{text}");
+        }
+    }
+
+    #[test]
+    fn long_keys_are_shortened_in_messages() {
+        let long = "k".repeat(500);
+        let p = duplicates(&format!("n \"{long}\"; n \"{long}\""), &["n"]);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].message.len() < 200, "{}", p[0].message);
     }
 }
