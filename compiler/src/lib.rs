@@ -11,6 +11,7 @@
 //! * [`spec`] → [`expand`] → [`document`]: parsing, expansion with provenance, the ABI
 //!   document; [`canonical`]: the hashed encoding.
 //! * [`diff`], [`explain`]: reading documents for people and tools.
+//! * [`kdlread`], [`jsonread`]: reading input safely, refusing repeated nodes and keys.
 
 // Problems carry their source and span; they are built once per error, on the cold path.
 #![allow(clippy::result_large_err)]
@@ -23,6 +24,7 @@ pub mod diff;
 pub mod document;
 pub mod expand;
 pub mod explain;
+pub mod jsonread;
 pub mod kdlread;
 pub mod limits;
 pub mod lower;
