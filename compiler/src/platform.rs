@@ -196,13 +196,16 @@ impl PlatformRegistry {
         let mut by_name: BTreeMap<String, PlatformDecl> = BTreeMap::new();
         for decl in decls {
             if let Some(first) = by_name.get(&decl.name.value) {
+                let (l1, c1) = first.source.line_column(first.name.span.offset());
+                let (l2, c2) = decl.source.line_column(decl.name.span.offset());
                 problems.push(
                     Problem::new(
                         "vmc::platform::duplicate",
                         format!(
-                            "platform `{}` is defined twice (first in {})",
+                            "duplicate platform `{}`: first in {} at line {l1}, column {c1}, again in {} at line {l2}, column {c2}",
                             decl.name.value,
-                            first.source.name()
+                            first.source.name(),
+                            decl.source.name(),
                         ),
                     )
                     .at(&decl.source, decl.name.span)
@@ -409,10 +412,18 @@ const PLATFORM_NODES: &[&str] = &[
 
 fn parse_file(source: &SourceFile, origin: PlatformSource) -> Result<Vec<PlatformDecl>, Problems> {
     if source.name().ends_with(".json") {
-        return parse_json(source, origin).map(|d| vec![d]).map_err(Problems::from);
+        return parse_json(source, origin).map(|d| vec![d]);
     }
     let doc = kdlread::parse(source, "a platform document (`platform \"NAME\" { ... }`)")?;
     let mut problems = Collector::default();
+    // Nothing is read twice: a later node would otherwise quietly win over the first.
+    let mut duplicates = kdlread::refuse_duplicates(source, doc.nodes(), &["platform"], "the platform file");
+    for node in doc.nodes() {
+        duplicates.extend(NodeReader::new(source, node).refuse_duplicate_children(&[]));
+    }
+    for p in duplicates {
+        problems.push(p);
+    }
     let mut decls = Vec::new();
     for node in doc.nodes() {
         let r = NodeReader::new(source, node);
@@ -476,7 +487,7 @@ const JSON_KEYS: &[&str] = &[
 ];
 
 /// A platform written as JSON, as `vmc probe --json` prints it.
-fn parse_json(source: &SourceFile, origin: PlatformSource) -> Result<PlatformDecl, Problem> {
+fn parse_json(source: &SourceFile, origin: PlatformSource) -> Result<PlatformDecl, Problems> {
     use serde_json::Value as Json;
     let text = source.text();
     // JSON parsing keeps no spans: point at a value by finding it in the text.
@@ -495,6 +506,11 @@ fn parse_json(source: &SourceFile, origin: PlatformSource) -> Result<PlatformDec
             SourceSpan::from((offset, 0)),
         )
     })?;
+    // serde_json keeps the last of two equal keys; a probe file says each thing once.
+    let duplicates = crate::jsonread::duplicate_keys(source);
+    if !duplicates.is_empty() {
+        return Err(Problems(duplicates));
+    }
     let obj = value.as_object().ok_or_else(|| {
         Problem::new(
             "vmc::platform::json",
@@ -507,7 +523,8 @@ fn parse_json(source: &SourceFile, origin: PlatformSource) -> Result<PlatformDec
             format!("unknown key `{key}` in a platform file"),
             span_of(key),
         )
-        .help(format!("known keys: {}", JSON_KEYS.join(", "))));
+        .help(format!("known keys: {}", JSON_KEYS.join(", ")))
+        .into());
     }
     match obj.get("format").and_then(Json::as_u64) {
         Some(PLATFORM_FORMAT) => {}
@@ -517,13 +534,15 @@ fn parse_json(source: &SourceFile, origin: PlatformSource) -> Result<PlatformDec
                 format!("platform document format {other} is not supported (this vmc reads format {PLATFORM_FORMAT})"),
                 span_of("format"),
             )
-            .help("produce the file with this vmc version (`vmc probe --json`), or upgrade vmc"))
+            .help("produce the file with this vmc version (`vmc probe --json`), or upgrade vmc")
+            .into())
         }
         None => {
             return Err(Problem::new(
                 "vmc::platform::format",
                 format!("{} has no `format` number: is it a probe file?", source.name()),
-            ))
+            )
+            .into())
         }
     }
     let string = |key: &str| -> Result<Option<Spanned<String>>, Problem> {
@@ -833,5 +852,131 @@ mod tests {
             Some(KernelVersion { major: 6, minor: 18 })
         );
         assert_eq!(KernelVersion::parse("6"), None);
+    }
+
+    fn refused(files: &[(&str, &str)]) -> Problems {
+        let sources: Vec<SourceFile> = files.iter().map(|(n, t)| SourceFile::new(*n, *t)).collect();
+        PlatformRegistry::with_files(&sources).unwrap_err()
+    }
+
+    #[test]
+    fn a_platform_file_says_each_thing_once() {
+        let cases = [
+            (
+                "platform \"a\" {\n kernel \"6.1\"\n kernel \"6.9\"\n}",
+                "duplicate `kernel` in `platform \"a\"`: first at line 2, column 2, again at line 3, column 2",
+            ),
+            (
+                "platform \"a\" {\n kernel \"6.1\"\n tap-offloads \"csum\"\n tap-offloads \"tso4\"\n}",
+                "duplicate `tap-offloads` in `platform \"a\"`: first at line 3, column 2, again at line 4, column 2",
+            ),
+            (
+                "platform \"a\" { inherits \"linux-6.1\"; inherits \"linux-6.9\" }",
+                "duplicate `inherits` in `platform \"a\"`",
+            ),
+            (
+                "platform \"a\" { kernel \"6.1\"; description \"x\"; description \"y\" }",
+                "duplicate `description`",
+            ),
+            (
+                "platform \"a\" { kernel \"6.1\"; kvm-capabilities \"irqchip\"; kvm-capabilities \"pit2\" }",
+                "duplicate `kvm-capabilities`",
+            ),
+            (
+                "platform \"a\" { kernel \"6.1\"; cpu-features \"sse2\"; cpu-features }",
+                "duplicate `cpu-features`",
+            ),
+            (
+                "format 1\nformat 1\nplatform \"a\" { kernel \"6.1\" }",
+                "duplicate `format` in the platform file: first at line 1, column 1, again at line 2, column 1",
+            ),
+            (
+                "platform \"a\" { kernel \"6.1\" }\nplatform \"a\" { kernel \"6.9\" }",
+                "duplicate `platform \"a\"` in the platform file: first at line 1, column 1, again at line 2, column 1",
+            ),
+            (
+                "platform \"a\" k=1 k=2 { kernel \"6.1\" }",
+                "duplicate property `k` in `platform \"a\"`",
+            ),
+            (
+                "platform \"a\" { kernel \"6.1\" v=1 v=2 }",
+                "duplicate property `v` in `kernel \"6.1\"`",
+            ),
+        ];
+        for (text, message) in cases {
+            let err = refused(&[("t.kdl", text)]);
+            let found: Vec<&Problem> = err.iter().filter(|p| p.code == kdlread::DUPLICATE).collect();
+            assert_eq!(found.len(), 1, "{text}: {err:?}");
+            assert!(found[0].message.starts_with(message), "{text}: {}", found[0].message);
+            // Both places are labelled.
+            assert_eq!(found[0].related.len(), 1, "{text}");
+            // A repeated platform is reported once, not again as a clash between files.
+            assert!(!err.has("vmc::platform::duplicate"), "{text}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_platform_defined_in_two_files_names_both_places() {
+        let err = refused(&[
+            ("a.kdl", "platform \"acme\" { kernel \"6.1\" }"),
+            ("b.kdl", "// acme again\nplatform \"acme\" { kernel \"6.9\" }"),
+        ]);
+        assert_eq!(err.0.len(), 1, "{err:?}");
+        assert_eq!(
+            err.0[0].message,
+            "duplicate platform `acme`: first in a.kdl at line 1, column 10, again in b.kdl at line 2, column 10"
+        );
+        let err = refused(&[("b.kdl", "platform \"linux-6.2\" { kernel \"6.2\" }")]);
+        let message = &err.0[0].message;
+        assert!(
+            message.starts_with("duplicate platform `linux-6.2`: first in <built-in>/linux-6.2.kdl at line ")
+                && message.ends_with(", again in b.kdl at line 1, column 10"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_probe_file_with_a_repeat_is_refused_kdl_or_json() {
+        let reg = PlatformRegistry::builtin();
+        let host = |name: &str, text: &str| reg.load_host(&SourceFile::new(name, text));
+        let good_json =
+            r#"{"format": 1, "name": "h", "kernel": "6.9", "tap-offloads": ["csum"], "cpu-features": ["sse2"]}"#;
+        assert!(host("h.json", good_json).is_ok());
+        for (name, text, message) in [
+            (
+                "h.kdl",
+                "format 1\nplatform \"h\" {\n    kernel \"6.9\"\n    kernel \"5.15\"\n}\n",
+                "duplicate `kernel` in `platform \"h\"`: first at line 3, column 5, again at line 4, column 5",
+            ),
+            (
+                "h.kdl",
+                "format 1\nplatform \"h\" { kernel \"6.9\"; cpu-features \"sse2\" }\nplatform \"h\" { kernel \"5.15\" }\n",
+                "duplicate `platform \"h\"` in the platform file",
+            ),
+            (
+                "h.json",
+                "{\"format\": 1, \"name\": \"h\",\n \"kernel\": \"6.9\",\n \"kernel\": \"5.15\"}",
+                "duplicate key `kernel` in the top-level object: first at line 2, column 2, again at line 3, column 2",
+            ),
+            (
+                "h.json",
+                r#"{"format": 1, "name": "h", "kernel": "6.9", "tap-offloads": ["csum"], "tap-offloads": []}"#,
+                "duplicate key `tap-offloads` in the top-level object",
+            ),
+            (
+                "h.json",
+                r#"{"format": 1, "format": 1, "name": "h", "kernel": "6.9"}"#,
+                "duplicate key `format`",
+            ),
+            (
+                "h.json",
+                r#"{"format": 1, "name": "h", "kernel": "6.9", "unmeasured": [{"what": "a", "what": "b"}]}"#,
+                "duplicate key `what` in the object `unmeasured[0]`",
+            ),
+        ] {
+            let err = host(name, text).unwrap_err();
+            assert!(err.has(kdlread::DUPLICATE), "{text}: {err:?}");
+            assert!(err.0[0].message.starts_with(message), "{text}: {}", err.0[0].message);
+        }
     }
 }
