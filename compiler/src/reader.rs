@@ -214,15 +214,17 @@ impl<'a> Reader<'a> {
 
     /// A node seen a second time where the format has it once: both places are named.
     fn duplicate(&mut self, what: &str, first: SourceSpan, second: SourceSpan) {
-        let (line, column) = self.source.line_column(first.offset());
-        self.problems.push(
-            Problem::new("vmc::input::duplicate", format!("`{what}` appears twice"))
-                .at(self.source, second)
-                .label("second")
-                .help(format!(
-                    "the first is at line {line}, column {column}; a document states each value once: compile the spec again"
-                )),
-        );
+        let within = match what.rsplit_once('.') {
+            Some((block, _)) if !what.starts_with("device ") && !what.starts_with("origin ") => format!("`{block}`"),
+            _ => "the document".to_string(),
+        };
+        self.problems.push(kdlread::duplicate_problem(
+            self.source,
+            &format!("`{what}`"),
+            &within,
+            first,
+            second,
+        ));
     }
 
     /// The children of `r` whose names are in `known` (each at most once); the rest are
@@ -738,6 +740,10 @@ impl<'a> Reader<'a> {
     }
 
     fn origins(&mut self, r: &NodeReader<'a>) -> BTreeMap<String, Origin> {
+        // Repeated origins, and repeated `line=` and such on one origin.
+        for p in r.refuse_duplicate_children(&["origin"]) {
+            self.problems.push(p);
+        }
         let mut out: BTreeMap<String, Origin> = BTreeMap::new();
         for child in r.children() {
             let c = NodeReader::new(self.source, child);
@@ -754,9 +760,8 @@ impl<'a> Reader<'a> {
                 continue;
             };
             let key = format!("origins.{}", path.value);
-            if let Some(first) = self.spans.get(&key).copied() {
-                self.duplicate(&format!("origin \"{}\"", path.value), first, path.span);
-                continue;
+            if self.spans.contains_key(&key) {
+                continue; // reported above
             }
             self.spans.insert(key, path.span);
             let text = |key: &str| -> Option<String> {
