@@ -164,10 +164,16 @@ pub struct Property {
     pub platform_default: Option<&'static [TapOffload]>,
     /// The virtio feature bit this property offers when on.
     pub feature_bit: Option<u32>,
+    /// The virtio name of `feature_bit`: the spec's `VIRTIO_NET_F_*`, `VIRTIO_F_*` or
+    /// `VIRTIO_RING_F_*` name without its prefix (`HOST_USO`, `RING_INDIRECT_DESC`), as
+    /// `diff` and `explain` print it.
+    pub virtio: Option<&'static str>,
     /// Features that must be on when this one is: each inner list is "one of these"
     /// (virtio spec, "Feature bit requirements").
     pub requires: &'static [&'static [&'static str]],
-    /// TAP offloads the host must accept when the property is on.
+    /// TAP offloads the host must accept when the property is on. For a feature by which
+    /// the guest receives offloaded frames (see [`is_guest_receive_offload`]), they are also
+    /// what the runtime turns on at the TAP (`TUNSETOFFLOAD`) when the guest negotiates it.
     pub tap_offloads: &'static [TapOffload],
     pub support: Support,
     /// The machine type that introduced the property. Documents of older machine types
@@ -197,8 +203,23 @@ const NOT_IMPL_LEGACY: Support = Support::NotImplemented(
 );
 
 /// A boolean property offering one feature bit, implemented, with no requirements.
-const fn flag(name: &'static str, qemu: &'static str, bit: u32, default: bool, doc: &'static str) -> Property {
-    value(name, qemu, ValueKind::Bool, Some(Bool(default)), Some(bit), doc)
+const fn flag(
+    name: &'static str,
+    qemu: &'static str,
+    bit: u32,
+    virtio: &'static str,
+    default: bool,
+    doc: &'static str,
+) -> Property {
+    value(
+        name,
+        qemu,
+        ValueKind::Bool,
+        Some(Bool(default)),
+        Some(bit),
+        Some(virtio),
+        doc,
+    )
 }
 
 /// A property of any kind, implemented, with no requirements.
@@ -208,6 +229,7 @@ const fn value(
     kind: ValueKind,
     default: Option<Value>,
     feature_bit: Option<u32>,
+    virtio: Option<&'static str>,
     doc: &'static str,
 ) -> Property {
     Property {
@@ -217,6 +239,7 @@ const fn value(
         default,
         platform_default: None,
         feature_bit,
+        virtio,
         requires: &[],
         tap_offloads: &[],
         support: Support::Implemented,
@@ -265,12 +288,14 @@ pub static VIRTIO_NET: &[Property] = &[
         ValueKind::Mac,
         None,
         Some(5),
+        Some("MAC"),
         "the device's Ethernet address (derived from the VM name and device id when left out)",
     ),
     flag(
         "csum",
         "csum",
         0,
+        "CSUM",
         true,
         "the device accepts frames with a partial checksum (guest transmit)",
     ),
@@ -278,6 +303,7 @@ pub static VIRTIO_NET: &[Property] = &[
         "guest-csum",
         "guest_csum",
         1,
+        "GUEST_CSUM",
         true,
         "the guest accepts frames with a partial checksum (guest receive)",
     )
@@ -286,6 +312,7 @@ pub static VIRTIO_NET: &[Property] = &[
         "ctrl-guest-offloads",
         "ctrl_guest_offloads",
         2,
+        "CTRL_GUEST_OFFLOADS",
         false,
         "the guest may change its receive offloads through the control queue",
     )
@@ -301,13 +328,15 @@ pub static VIRTIO_NET: &[Property] = &[
         },
         Some(Integer(0)),
         Some(3),
+        Some("MTU"),
         "the MTU the device advises the guest to use; 0 offers no MTU",
     ),
-    flag("gso", "gso", 6, false, "legacy \"any GSO type\" bit").not_implemented(NOT_IMPL_LEGACY),
+    flag("gso", "gso", 6, "GSO", false, "legacy \"any GSO type\" bit").not_implemented(NOT_IMPL_LEGACY),
     flag(
         "guest-tso4",
         "guest_tso4",
         7,
+        "GUEST_TSO4",
         true,
         "the guest receives TCPv4 segmentation-offloaded frames",
     )
@@ -317,6 +346,7 @@ pub static VIRTIO_NET: &[Property] = &[
         "guest-tso6",
         "guest_tso6",
         8,
+        "GUEST_TSO6",
         true,
         "the guest receives TCPv6 segmentation-offloaded frames",
     )
@@ -326,6 +356,7 @@ pub static VIRTIO_NET: &[Property] = &[
         "guest-ecn",
         "guest_ecn",
         9,
+        "GUEST_ECN",
         true,
         "the guest receives TSO frames with ECN",
     )
@@ -335,6 +366,7 @@ pub static VIRTIO_NET: &[Property] = &[
         "guest-ufo",
         "guest_ufo",
         10,
+        "GUEST_UFO",
         true,
         "the guest receives UDP fragmentation-offloaded frames",
     )
@@ -344,6 +376,7 @@ pub static VIRTIO_NET: &[Property] = &[
         "host-tso4",
         "host_tso4",
         11,
+        "HOST_TSO4",
         true,
         "the device accepts TCPv4 segmentation-offloaded frames from the guest",
     )
@@ -353,6 +386,7 @@ pub static VIRTIO_NET: &[Property] = &[
         "host-tso6",
         "host_tso6",
         12,
+        "HOST_TSO6",
         true,
         "the device accepts TCPv6 segmentation-offloaded frames from the guest",
     )
@@ -362,6 +396,7 @@ pub static VIRTIO_NET: &[Property] = &[
         "host-ecn",
         "host_ecn",
         13,
+        "HOST_ECN",
         true,
         "the device accepts TSO frames with ECN from the guest",
     )
@@ -371,6 +406,7 @@ pub static VIRTIO_NET: &[Property] = &[
         "host-ufo",
         "host_ufo",
         14,
+        "HOST_UFO",
         true,
         "the device accepts UDP fragmentation-offloaded frames from the guest",
     )
@@ -380,6 +416,7 @@ pub static VIRTIO_NET: &[Property] = &[
         "mrg-rxbuf",
         "mrg_rxbuf",
         15,
+        "MRG_RXBUF",
         true,
         "the device may merge several receive buffers for one frame",
     ),
@@ -387,14 +424,16 @@ pub static VIRTIO_NET: &[Property] = &[
         "status",
         "status",
         16,
+        "STATUS",
         true,
         "the device reports link status in its configuration space",
     ),
-    flag("ctrl-vq", "ctrl_vq", 17, false, "a control virtqueue").not_implemented(NOT_IMPL_CTRL),
+    flag("ctrl-vq", "ctrl_vq", 17, "CTRL_VQ", false, "a control virtqueue").not_implemented(NOT_IMPL_CTRL),
     flag(
         "ctrl-rx",
         "ctrl_rx",
         18,
+        "CTRL_RX",
         false,
         "receive-mode control (promiscuous, all-multicast) through the control queue",
     )
@@ -404,6 +443,7 @@ pub static VIRTIO_NET: &[Property] = &[
         "ctrl-vlan",
         "ctrl_vlan",
         19,
+        "CTRL_VLAN",
         false,
         "VLAN filtering through the control queue",
     )
@@ -413,6 +453,7 @@ pub static VIRTIO_NET: &[Property] = &[
         "ctrl-rx-extra",
         "ctrl_rx_extra",
         20,
+        "CTRL_RX_EXTRA",
         false,
         "extra receive-mode control through the control queue",
     )
@@ -422,18 +463,20 @@ pub static VIRTIO_NET: &[Property] = &[
         "guest-announce",
         "guest_announce",
         21,
+        "GUEST_ANNOUNCE",
         false,
         "the guest sends gratuitous packets when asked (after migration)",
     )
     .requires(&[&["ctrl-vq"]])
     .not_implemented(NOT_IMPL_CTRL),
-    flag("mq", "mq", 22, false, "several receive/transmit queue pairs")
+    flag("mq", "mq", 22, "MQ", false, "several receive/transmit queue pairs")
         .requires(&[&["ctrl-vq"]])
         .not_implemented(NOT_IMPL_MQ),
     flag(
         "ctrl-mac-addr",
         "ctrl_mac_addr",
         23,
+        "CTRL_MAC_ADDR",
         false,
         "the guest may set the MAC address through the control queue",
     )
@@ -443,6 +486,7 @@ pub static VIRTIO_NET: &[Property] = &[
         "guest-uso4",
         "guest_uso4",
         54,
+        "GUEST_USO4",
         false,
         "the guest receives UDPv4 segmentation-offloaded (USO) frames",
     )
@@ -453,6 +497,7 @@ pub static VIRTIO_NET: &[Property] = &[
         "guest-uso6",
         "guest_uso6",
         55,
+        "GUEST_USO6",
         false,
         "the guest receives UDPv6 segmentation-offloaded (USO) frames",
     )
@@ -463,6 +508,7 @@ pub static VIRTIO_NET: &[Property] = &[
         "host-uso",
         "host_uso",
         56,
+        "HOST_USO",
         false,
         "the device accepts UDP segmentation-offloaded (USO) frames from the guest",
     )
@@ -473,13 +519,14 @@ pub static VIRTIO_NET: &[Property] = &[
         "hash",
         "hash",
         57,
+        "HASH_REPORT",
         false,
         "the device reports a hash of each received frame",
     )
     .not_implemented(Support::NotImplemented(
         "vmc's virtio-net does not report receive hashes",
     )),
-    flag("rss", "rss", 60, false, "receive-side scaling across queues")
+    flag("rss", "rss", 60, "RSS", false, "receive-side scaling across queues")
         .requires(&[&["ctrl-vq"]])
         .not_implemented(NOT_IMPL_MQ),
     value(
@@ -487,6 +534,7 @@ pub static VIRTIO_NET: &[Property] = &[
         "rx_queue_size",
         ValueKind::QueueSize { min: 256, max: 1024 },
         Some(Integer(256)),
+        None,
         None,
         "the receive virtqueue's maximum size",
     ),
@@ -498,12 +546,14 @@ pub static VIRTIO_NET: &[Property] = &[
         ValueKind::QueueSize { min: 256, max: 256 },
         Some(Integer(256)),
         None,
+        None,
         "the transmit virtqueue's maximum size",
     ),
     flag(
         "notify-on-empty",
         "notify_on_empty",
         24,
+        "NOTIFY_ON_EMPTY",
         false,
         "legacy: notify when the available ring runs empty",
     )
@@ -512,24 +562,34 @@ pub static VIRTIO_NET: &[Property] = &[
         "any-layout",
         "any_layout",
         27,
+        "ANY_LAYOUT",
         false,
         "legacy: any descriptor layout (implied by virtio 1.x)",
     )
     .not_implemented(NOT_IMPL_LEGACY),
-    flag("indirect-desc", "indirect_desc", 28, true, "indirect descriptor tables"),
+    flag(
+        "indirect-desc",
+        "indirect_desc",
+        28,
+        "RING_INDIRECT_DESC",
+        true,
+        "indirect descriptor tables",
+    ),
     flag(
         "event-idx",
         "event_idx",
         29,
+        "RING_EVENT_IDX",
         true,
         "used/available event index notification suppression",
     ),
-    flag("packed", "packed", 34, false, "packed virtqueue layout")
+    flag("packed", "packed", 34, "RING_PACKED", false, "packed virtqueue layout")
         .not_implemented(Support::NotImplemented("vmc's virtqueues are split rings only")),
     flag(
         "queue-reset",
         "queue_reset",
         40,
+        "RING_RESET",
         false,
         "the guest may reset one virtqueue",
     )
@@ -561,46 +621,24 @@ pub fn device_features(values: &[(&'static Property, Value)]) -> Vec<u32> {
     bits
 }
 
-/// The virtio name of a feature bit, for diffs and explanations.
+/// The virtio name of a feature bit, for diffs and explanations: the schema row's
+/// `virtio` name, or `VERSION_1`.
 pub fn feature_name(bit: u32) -> Option<&'static str> {
-    Some(match bit {
-        0 => "CSUM",
-        1 => "GUEST_CSUM",
-        2 => "CTRL_GUEST_OFFLOADS",
-        3 => "MTU",
-        5 => "MAC",
-        6 => "GSO",
-        7 => "GUEST_TSO4",
-        8 => "GUEST_TSO6",
-        9 => "GUEST_ECN",
-        10 => "GUEST_UFO",
-        11 => "HOST_TSO4",
-        12 => "HOST_TSO6",
-        13 => "HOST_ECN",
-        14 => "HOST_UFO",
-        15 => "MRG_RXBUF",
-        16 => "STATUS",
-        17 => "CTRL_VQ",
-        18 => "CTRL_RX",
-        19 => "CTRL_VLAN",
-        20 => "CTRL_RX_EXTRA",
-        21 => "GUEST_ANNOUNCE",
-        22 => "MQ",
-        23 => "CTRL_MAC_ADDR",
-        24 => "NOTIFY_ON_EMPTY",
-        27 => "ANY_LAYOUT",
-        28 => "RING_INDIRECT_DESC",
-        29 => "RING_EVENT_IDX",
-        32 => "VERSION_1",
-        34 => "RING_PACKED",
-        40 => "RING_RESET",
-        54 => "GUEST_USO4",
-        55 => "GUEST_USO6",
-        56 => "HOST_USO",
-        57 => "HASH_REPORT",
-        60 => "RSS",
-        _ => return None,
-    })
+    if bit == VERSION_1 {
+        return Some("VERSION_1");
+    }
+    VIRTIO_NET
+        .iter()
+        .find(|p| p.feature_bit == Some(bit))
+        .and_then(|p| p.virtio)
+}
+
+/// Whether the property's feature lets the guest receive offloaded frames: a virtio
+/// `GUEST_*` feature (the driver receives; `HOST_*` ones are what the device receives)
+/// that needs TAP offloads. Those offloads are what the TAP must then hand the device
+/// (`TUNSETOFFLOAD` tells the kernel what the reader of the TAP can take).
+pub fn is_guest_receive_offload(p: &Property) -> bool {
+    !p.tap_offloads.is_empty() && p.virtio.is_some_and(|name| name.starts_with("GUEST_"))
 }
 
 #[cfg(test)]
@@ -619,6 +657,51 @@ mod tests {
         assert_eq!(
             bits.len(),
             VIRTIO_NET.iter().filter(|p| p.feature_bit.is_some()).count()
+        );
+        assert!(!bits.contains(&VERSION_1), "VERSION_1 is not a property");
+        let mut virtio: Vec<_> = VIRTIO_NET.iter().filter_map(|p| p.virtio).collect();
+        virtio.push("VERSION_1");
+        virtio.sort_unstable();
+        virtio.dedup();
+        assert_eq!(virtio.len(), bits.len() + 1);
+    }
+
+    #[test]
+    fn a_property_has_a_virtio_name_exactly_when_it_has_a_feature_bit() {
+        for p in VIRTIO_NET {
+            assert_eq!(p.feature_bit.is_some(), p.virtio.is_some(), "{}", p.name);
+            if let (Some(bit), Some(name)) = (p.feature_bit, p.virtio) {
+                assert_eq!(feature_name(bit), Some(name));
+                assert!(
+                    name.bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_'),
+                    "{name}"
+                );
+            }
+        }
+        assert_eq!(feature_name(VERSION_1), Some("VERSION_1"));
+        assert_eq!(feature_name(4), None);
+        assert_eq!(feature_name(64), None);
+    }
+
+    #[test]
+    fn guest_receive_offloads_are_the_guest_rows_with_tap_offloads() {
+        let receive: Vec<_> = VIRTIO_NET
+            .iter()
+            .filter(|p| is_guest_receive_offload(p))
+            .map(|p| p.name)
+            .collect();
+        assert_eq!(
+            receive,
+            [
+                "guest-csum",
+                "guest-tso4",
+                "guest-tso6",
+                "guest-ecn",
+                "guest-ufo",
+                "guest-uso4",
+                "guest-uso6"
+            ]
         );
     }
 
