@@ -92,8 +92,13 @@ impl NetDevice {
         self.properties.iter().find(|(p, _)| p.name == name).map(|(_, v)| *v)
     }
 
+    /// The value of the schema row `property` (such as [`schema::HOST_MTU`]).
+    pub fn value(&self, property: &Property) -> Option<Value> {
+        self.properties.iter().find(|(p, _)| *p == property).map(|(_, v)| *v)
+    }
+
     pub fn mac(&self) -> [u8; 6] {
-        match self.get("mac") {
+        match self.value(schema::MAC) {
             Some(Value::Mac(m)) => m,
             _ => unreachable!("every NetDevice holds a mac (checked when built or read)"),
         }

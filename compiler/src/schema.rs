@@ -606,6 +606,40 @@ pub fn property(name: &str) -> Option<&'static Property> {
     VIRTIO_NET.iter().find(|p| p.name == name)
 }
 
+/// The rows code reads by identity rather than by name (the runtime builds its device
+/// from them). A name without a row fails the build.
+pub static MAC: &Property = row("mac");
+pub static HOST_MTU: &Property = row("host-mtu");
+pub static RX_QUEUE_SIZE: &Property = row("rx-queue-size");
+pub static TX_QUEUE_SIZE: &Property = row("tx-queue-size");
+
+/// [`property`] at compile time.
+const fn row(name: &str) -> &'static Property {
+    let mut i = 0;
+    while i < VIRTIO_NET.len() {
+        if same_str(VIRTIO_NET[i].name, name) {
+            return &VIRTIO_NET[i];
+        }
+        i += 1;
+    }
+    panic!("no virtio-net property of that name")
+}
+
+const fn same_str(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// The feature bits a device with these property values offers, sorted.
 ///
 /// `values` must hold one value per schema row, in schema order.
@@ -728,6 +762,18 @@ mod tests {
                     assert!(!default.is_on(), "{} is unimplemented but on", p.name);
                 }
             }
+        }
+    }
+
+    #[test]
+    fn typed_rows_are_the_rows_of_their_names() {
+        for (row, name) in [
+            (MAC, "mac"),
+            (HOST_MTU, "host-mtu"),
+            (RX_QUEUE_SIZE, "rx-queue-size"),
+            (TX_QUEUE_SIZE, "tx-queue-size"),
+        ] {
+            assert!(std::ptr::eq(row, property(name).unwrap()), "{name}");
         }
     }
 

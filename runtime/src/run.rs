@@ -8,6 +8,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use vmc_compiler::check::{self, Shortfall};
+use vmc_compiler::schema::{self, Property};
 use vmc_compiler::{cpu, AbiDocument, Platform};
 
 use std::sync::{Arc, Mutex};
@@ -175,15 +176,16 @@ fn attach_net(vm: &mut Vm, doc: &AbiDocument, device: &vmc_compiler::NetDevice) 
         device: device.id.clone(),
         why,
     };
-    let integer = |name: &str| device.get(name).and_then(|v| v.as_integer()).unwrap_or(0);
+    let u16_value = |property: &Property| {
+        let value = device.value(property).and_then(|v| v.as_integer()).unwrap_or(0);
+        u16::try_from(value).map_err(|_| fail(format!("{} is out of range", property.name)))
+    };
     let config = NetConfig {
         features: device.feature_word(),
         mac: device.mac(),
-        mtu: u16::try_from(integer("host-mtu")).map_err(|_| fail("host-mtu is out of range".into()))?,
-        rx_queue_size: u16::try_from(integer("rx-queue-size"))
-            .map_err(|_| fail("rx-queue-size is out of range".into()))?,
-        tx_queue_size: u16::try_from(integer("tx-queue-size"))
-            .map_err(|_| fail("tx-queue-size is out of range".into()))?,
+        mtu: u16_value(schema::HOST_MTU)?,
+        rx_queue_size: u16_value(schema::RX_QUEUE_SIZE)?,
+        tx_queue_size: u16_value(schema::TX_QUEUE_SIZE)?,
     };
     if !vm.features().irqfd {
         return Err(fail(
