@@ -38,6 +38,7 @@ pub enum TapOffload {
 }
 
 impl TapOffload {
+    /// Every offload, in the order of their kernel flag bits.
     pub const ALL: [TapOffload; 7] = [
         TapOffload::Csum,
         TapOffload::Tso4,
@@ -70,6 +71,20 @@ impl TapOffload {
             TapOffload::Ufo => "TUN_F_UFO",
             TapOffload::Uso4 => "TUN_F_USO4",
             TapOffload::Uso6 => "TUN_F_USO6",
+        }
+    }
+
+    /// The kernel's flag value, `TUN_F_*` in Linux `include/uapi/linux/if_tun.h`: the bit
+    /// a runtime passes to `TUNSETOFFLOAD`.
+    pub const fn tun_flag(self) -> u32 {
+        match self {
+            TapOffload::Csum => 0x01,
+            TapOffload::Tso4 => 0x02,
+            TapOffload::Tso6 => 0x04,
+            TapOffload::TsoEcn => 0x08,
+            TapOffload::Ufo => 0x10,
+            TapOffload::Uso4 => 0x20,
+            TapOffload::Uso6 => 0x40,
         }
     }
 
@@ -842,6 +857,16 @@ mod tests {
         back.source = PlatformSource::Builtin;
         p.source = PlatformSource::Builtin;
         assert_eq!(back, p);
+    }
+
+    #[test]
+    fn tap_offloads_are_listed_in_the_order_of_their_distinct_kernel_flags() {
+        let flags: Vec<u32> = TapOffload::ALL.iter().map(|o| o.tun_flag()).collect();
+        assert!(flags.iter().all(|f| f.is_power_of_two()));
+        assert!(flags.windows(2).all(|w| w[0] < w[1]));
+        let mut sorted = TapOffload::ALL;
+        sorted.sort();
+        assert_eq!(sorted, TapOffload::ALL, "Ord follows the flag order");
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //!   It reports facts; comparing them with an ABI's `requires` is the caller's job, and
 //!   mapping them to the compiler's platform type too.
 //! - [`tap`]: [`Tap`], a TAP interface carrying frames with a 12-byte virtio-net header,
-//!   its offloads ([`TapOffloads`]) and non-blocking scatter/gather frame I/O. It knows
-//!   nothing of virtio queues.
+//!   its offloads ([`TapOffloads`], a set of the compiler's `TapOffload`) and
+//!   non-blocking scatter/gather frame I/O. It knows nothing of virtio queues.
 //!
 //! Nothing here panics on what the host answers: every failure is a value naming the
 //! system call, the errno, and the likely cause.

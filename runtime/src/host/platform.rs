@@ -29,12 +29,7 @@ impl HostProbe {
             .unwrap_or(KernelVersion { major: 0, minor: 0 });
         let tap_offloads: BTreeSet<TapOffload> = match &self.tap {
             Ok(tap) => match &tap.offloads {
-                Ok(o) => o
-                    .accepted
-                    .names()
-                    .into_iter()
-                    .filter_map(TapOffload::from_name)
-                    .collect(),
+                Ok(o) => o.accepted.iter().collect(),
                 Err(_) => BTreeSet::new(),
             },
             Err(_) => BTreeSet::new(),

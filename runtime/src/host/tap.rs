@@ -25,6 +25,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::raw::{c_int, c_short, c_uint, c_ulong};
 use std::os::unix::fs::OpenOptionsExt;
 
+use vmc_compiler::TapOffload;
 use vmm_sys_util::ioctl::{ioctl_with_mut_ref, ioctl_with_ref, ioctl_with_val};
 
 use super::errno::Errno;
@@ -72,8 +73,9 @@ mod uapi {
     const _: () = assert!(std::mem::size_of::<IfReq>() == 40);
 }
 
-/// Offloads a TAP may use on the frames it hands us, set with `TUNSETOFFLOAD`
-/// (values: Linux `include/uapi/linux/if_tun.h`, `TUN_F_*`).
+/// Offloads a TAP may use on the frames it hands us, set with `TUNSETOFFLOAD`: a set of
+/// the compiler's [`TapOffload`]s, held as the kernel's `TUN_F_*` bits (each offload's
+/// bit is [`TapOffload::tun_flag`]; its name is [`TapOffload::name`]).
 ///
 /// The kernel's rule (drivers/net/tun.c, `set_offload`): every offload needs `CSUM`;
 /// `TSO_ECN` only counts together with `TSO4` or `TSO6`; `UFO` is accepted and ignored
@@ -85,27 +87,28 @@ pub struct TapOffloads(u32);
 impl TapOffloads {
     pub const NONE: TapOffloads = TapOffloads(0);
     /// `TUN_F_CSUM`: we accept frames whose checksum is still to be completed.
-    pub const CSUM: TapOffloads = TapOffloads(0x01);
-    pub const TSO4: TapOffloads = TapOffloads(0x02);
-    pub const TSO6: TapOffloads = TapOffloads(0x04);
-    pub const TSO_ECN: TapOffloads = TapOffloads(0x08);
-    pub const UFO: TapOffloads = TapOffloads(0x10);
-    pub const USO4: TapOffloads = TapOffloads(0x20);
-    pub const USO6: TapOffloads = TapOffloads(0x40);
+    pub const CSUM: TapOffloads = TapOffloads::of(TapOffload::Csum);
+    pub const TSO4: TapOffloads = TapOffloads::of(TapOffload::Tso4);
+    pub const TSO6: TapOffloads = TapOffloads::of(TapOffload::Tso6);
+    pub const TSO_ECN: TapOffloads = TapOffloads::of(TapOffload::TsoEcn);
+    pub const UFO: TapOffloads = TapOffloads::of(TapOffload::Ufo);
+    pub const USO4: TapOffloads = TapOffloads::of(TapOffload::Uso4);
+    pub const USO6: TapOffloads = TapOffloads::of(TapOffload::Uso6);
 
-    /// Every flag with its stable name, in bit order. The names are data other layers
-    /// (the platform documents) refer to.
-    pub const NAMED: [(&'static str, TapOffloads); 7] = [
-        ("csum", TapOffloads::CSUM),
-        ("tso4", TapOffloads::TSO4),
-        ("tso6", TapOffloads::TSO6),
-        ("tso-ecn", TapOffloads::TSO_ECN),
-        ("ufo", TapOffloads::UFO),
-        ("uso4", TapOffloads::USO4),
-        ("uso6", TapOffloads::USO6),
-    ];
+    const ALL_BITS: u32 = {
+        let mut bits = 0;
+        let mut i = 0;
+        while i < TapOffload::ALL.len() {
+            bits |= TapOffload::ALL[i].tun_flag();
+            i += 1;
+        }
+        bits
+    };
 
-    const ALL_BITS: u32 = 0x7f;
+    /// The set holding `offload` alone.
+    pub const fn of(offload: TapOffload) -> TapOffloads {
+        TapOffloads(offload.tun_flag())
+    }
 
     pub const fn bits(self) -> u32 {
         self.0
@@ -122,10 +125,7 @@ impl TapOffloads {
 
     /// The flag of that name (`"uso4"`), if any.
     pub fn from_name(name: &str) -> Option<TapOffloads> {
-        Self::NAMED
-            .iter()
-            .find(|(known, _)| *known == name)
-            .map(|(_, flag)| *flag)
+        TapOffload::from_name(name).map(TapOffloads::of)
     }
 
     pub const fn is_empty(self) -> bool {
@@ -146,13 +146,35 @@ impl TapOffloads {
         TapOffloads(self.0 | other.0)
     }
 
+    /// The flags of `self` that are not in `other`.
+    pub const fn difference(self, other: TapOffloads) -> TapOffloads {
+        TapOffloads(self.0 & !other.0)
+    }
+
+    /// The offloads in the set, in bit order.
+    pub fn iter(self) -> impl Iterator<Item = TapOffload> {
+        TapOffload::ALL
+            .into_iter()
+            .filter(move |o| self.contains(TapOffloads::of(*o)))
+    }
+
     /// The names of the set flags, in bit order.
     pub fn names(self) -> Vec<&'static str> {
-        Self::NAMED
-            .iter()
-            .filter(|(_, flag)| self.contains(*flag))
-            .map(|(name, _)| *name)
-            .collect()
+        self.iter().map(TapOffload::name).collect()
+    }
+}
+
+impl From<TapOffload> for TapOffloads {
+    fn from(offload: TapOffload) -> TapOffloads {
+        TapOffloads::of(offload)
+    }
+}
+
+impl FromIterator<TapOffload> for TapOffloads {
+    fn from_iter<I: IntoIterator<Item = TapOffload>>(offloads: I) -> TapOffloads {
+        offloads
+            .into_iter()
+            .fold(TapOffloads::NONE, |set, o| set | TapOffloads::of(o))
     }
 }
 
@@ -578,9 +600,9 @@ mod tests {
 
     #[test]
     fn offload_flags_have_the_if_tun_h_values_and_stable_names() {
-        let values: Vec<(&str, u32)> = TapOffloads::NAMED
+        let values: Vec<(&str, u32)> = TapOffload::ALL
             .iter()
-            .map(|(name, flag)| (*name, flag.bits()))
+            .map(|o| (o.name(), TapOffloads::of(*o).bits()))
             .collect();
         assert_eq!(
             values,
@@ -600,6 +622,17 @@ mod tests {
         assert_eq!(TapOffloads::from_bits(0x80), None);
         assert!(uso.contains(TapOffloads::USO4 | TapOffloads::CSUM));
         assert!(!uso.contains(TapOffloads::TSO4));
+    }
+
+    #[test]
+    fn offload_sets_are_sets_of_the_compilers_offloads() {
+        let all = TapOffloads::from_bits(0x7f).unwrap();
+        assert!(all.iter().eq(TapOffload::ALL));
+        let uso: TapOffloads = [TapOffload::Uso6, TapOffload::Uso4].into_iter().collect();
+        assert_eq!(uso, TapOffloads::USO4 | TapOffloads::USO6);
+        assert_eq!(uso.iter().collect::<TapOffloads>(), uso);
+        assert_eq!(all.difference(uso).union(uso), all);
+        assert_eq!(TapOffloads::from(TapOffload::TsoEcn), TapOffloads::TSO_ECN);
     }
 
     #[test]
