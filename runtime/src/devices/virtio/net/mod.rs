@@ -3,7 +3,10 @@
 //!
 //! - This file: [`NetConfig`] (plain values; the VM fills them from the ABI), the
 //!   feature bits the device can honour and their requirements, the configuration space,
-//!   and where USO is turned on at the TAP ([`tap_offloads_for`]).
+//!   and where USO is turned on at the TAP ([`tap_offloads_for`]). Which bits are
+//!   implemented, what each requires and which TAP offloads it needs are not restated
+//!   here: they are read from the compiler's schema (`vmc_compiler::schema::VIRTIO_NET`),
+//!   the table the ABI documents are compiled from.
 //! - [`header`]: the 12-byte virtio-net header and the checks a transmitted one passes.
 //! - `worker`: the event loop thread that moves frames between the queues and the TAP.
 //! - [`counters`]: what the device did, for tests and `vmc run`.
@@ -19,7 +22,9 @@ use virtio_queue::Queue;
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use super::features::{bit, has, RING_EVENT_IDX, RING_INDIRECT_DESC, VERSION_1};
+use vmc_compiler::schema::{self, Property, Support, VIRTIO_NET};
+
+use super::features::{bit, has, VERSION_1};
 use super::{ActivateError, VirtioDevice, VirtioInterrupt};
 use crate::host::{Tap, TapOffloads};
 
@@ -51,79 +56,70 @@ pub mod feature {
 
 use feature::*;
 
-/// Every feature bit this device implements; anything else is refused at construction.
-pub const SUPPORTED_FEATURES: &[u32] = &[
-    CSUM,
-    GUEST_CSUM,
-    MTU,
-    MAC,
-    GUEST_TSO4,
-    GUEST_TSO6,
-    GUEST_ECN,
-    GUEST_UFO,
-    HOST_TSO4,
-    HOST_TSO6,
-    HOST_ECN,
-    HOST_UFO,
-    MRG_RXBUF,
-    STATUS,
-    RING_INDIRECT_DESC,
-    RING_EVENT_IDX,
-    VERSION_1,
-    GUEST_USO4,
-    GUEST_USO6,
-    HOST_USO,
-];
+/// The schema rows that offer a feature bit, with their bit.
+fn feature_rows() -> impl Iterator<Item = (u32, &'static Property)> {
+    VIRTIO_NET.iter().filter_map(|p| Some((p.feature_bit?, p)))
+}
 
-/// Feature requirements (virtio 1.x §5.1.3.1): the feature needs one of the others.
-const REQUIREMENTS: &[(u32, &[u32])] = &[
-    (GUEST_TSO4, &[GUEST_CSUM]),
-    (GUEST_TSO6, &[GUEST_CSUM]),
-    (GUEST_ECN, &[GUEST_TSO4, GUEST_TSO6]),
-    (GUEST_UFO, &[GUEST_CSUM]),
-    (GUEST_USO4, &[GUEST_CSUM]),
-    (GUEST_USO6, &[GUEST_CSUM]),
-    (HOST_TSO4, &[CSUM]),
-    (HOST_TSO6, &[CSUM]),
-    (HOST_ECN, &[HOST_TSO4, HOST_TSO6]),
-    (HOST_UFO, &[CSUM]),
-    (HOST_USO, &[CSUM]),
-];
+/// Every feature bit this device implements, as a word: the bits of the schema's rows
+/// marked [`Support::Implemented`] (RING_INDIRECT_DESC and RING_EVENT_IDX among them),
+/// and VERSION_1. Anything else is refused at construction.
+pub fn supported_features() -> u64 {
+    feature_rows()
+        .filter(|(_, p)| p.support == Support::Implemented)
+        .fold(bit(VERSION_1), |word, (b, _)| word | bit(b))
+}
+
+/// Feature requirements (virtio 1.x §5.1.3.1), the schema's `requires` with names
+/// resolved to bits: each `(feature, needs)` says the feature needs one of `needs`.
+pub fn requirements() -> impl Iterator<Item = (u32, Vec<u32>)> {
+    feature_rows().flat_map(|(feature, p)| {
+        p.requires.iter().map(move |any_of| {
+            let needs = any_of
+                .iter()
+                .filter_map(|name| schema::property(name).and_then(|p| p.feature_bit))
+                .collect();
+            (feature, needs)
+        })
+    })
+}
+
+/// Every feature in `word` whose requirement is not met, with what it needs.
+pub fn unmet_requirements(word: u64) -> impl Iterator<Item = (u32, Vec<u32>)> {
+    requirements().filter(move |(feature, needs)| has(word, *feature) && !needs.iter().any(|n| has(word, *n)))
+}
 
 /// The first feature in `word` whose requirement is not met, with what it needs.
-pub fn unmet_requirement(word: u64) -> Option<(u32, &'static [u32])> {
-    REQUIREMENTS
-        .iter()
-        .find(|(feature, needs)| has(word, *feature) && !needs.iter().any(|n| has(word, *n)))
-        .copied()
+pub fn unmet_requirement(word: u64) -> Option<(u32, Vec<u32>)> {
+    unmet_requirements(word).next()
 }
 
 /// The TAP offloads for what the guest negotiated: what it may receive.
 ///
-/// Every offload needs GUEST_CSUM (a TAP offload without `TUN_F_CSUM` is refused by the
-/// kernel). USO is turned on only when the guest took both GUEST_USO4 and GUEST_USO6:
-/// the kernel accepts `TUN_F_USO4`/`TUN_F_USO6` only as a pair, and turning on one the
-/// guest did not take would hand it frames it cannot parse. A guest with just one of them
-/// therefore receives UDP GSO sends already segmented, which the spec allows.
+/// Each guest receive feature the guest took asks for the TAP offloads its schema row
+/// lists (see `schema::is_guest_receive_offload`); the kernel's rules then decide what
+/// may be set. Every offload needs GUEST_CSUM (a TAP offload without `TUN_F_CSUM` is
+/// refused by the kernel). USO is turned on only when the guest took both GUEST_USO4 and
+/// GUEST_USO6: the kernel accepts `TUN_F_USO4`/`TUN_F_USO6` only as a pair, and turning
+/// on one the guest did not take would hand it frames it cannot parse. A guest with just
+/// one of them therefore receives UDP GSO sends already segmented, which the spec allows.
 pub fn tap_offloads_for(negotiated: u64) -> TapOffloads {
-    if !has(negotiated, GUEST_CSUM) {
+    let wanted: TapOffloads = feature_rows()
+        .filter(|(b, p)| has(negotiated, *b) && schema::is_guest_receive_offload(p))
+        .flat_map(|(_, p)| p.tap_offloads.iter().copied())
+        .collect();
+    // Kernel (drivers/net/tun.c, set_offload): no offload without TUN_F_CSUM.
+    if !wanted.contains(TapOffloads::CSUM) {
         return TapOffloads::NONE;
     }
-    let mut offloads = TapOffloads::CSUM;
-    let tso = [(GUEST_TSO4, TapOffloads::TSO4), (GUEST_TSO6, TapOffloads::TSO6)];
-    for (feature, offload) in tso {
-        if has(negotiated, feature) {
-            offloads |= offload;
-        }
+    let mut offloads = wanted;
+    // Kernel: TUN_F_TSO_ECN only counts together with TUN_F_TSO4 or TUN_F_TSO6.
+    if !offloads.intersects(TapOffloads::TSO4 | TapOffloads::TSO6) {
+        offloads = offloads.difference(TapOffloads::TSO_ECN);
     }
-    if has(negotiated, GUEST_ECN) && offloads.intersects(TapOffloads::TSO4 | TapOffloads::TSO6) {
-        offloads |= TapOffloads::TSO_ECN;
-    }
-    if has(negotiated, GUEST_UFO) {
-        offloads |= TapOffloads::UFO;
-    }
-    if has(negotiated, GUEST_USO4) && has(negotiated, GUEST_USO6) {
-        offloads |= TapOffloads::USO4 | TapOffloads::USO6;
+    // Kernel: TUN_F_USO4 and TUN_F_USO6 only as a pair, so both kinds of frame or none.
+    if !(has(negotiated, GUEST_USO4) && has(negotiated, GUEST_USO6)) {
+        offloads = offloads.difference(TapOffloads::USO4 | TapOffloads::USO6);
     }
     offloads
 }
@@ -146,7 +142,7 @@ pub enum NetError {
     #[error("virtio-net feature bits {bits:?} are not implemented by vmc's device")]
     UnsupportedFeatures { bits: Vec<u32> },
     #[error("virtio-net feature bit {feature} needs one of {needs:?}, which are not offered")]
-    UnmetRequirement { feature: u32, needs: &'static [u32] },
+    UnmetRequirement { feature: u32, needs: Vec<u32> },
     #[error("VERSION_1 (bit 32) is not offered: vmc devices are virtio 1.x only")]
     NoVersion1,
     #[error("MTU {mtu} with the MTU feature bit {}: offer the bit exactly when the MTU is set (68..=65535)", if *.offered { "offered" } else { "not offered" })]
@@ -191,33 +187,44 @@ impl std::fmt::Debug for Net {
     }
 }
 
-impl Net {
-    /// A device offering exactly `config.features`, moving frames to and from `tap`.
-    pub fn new(config: NetConfig, tap: Tap) -> Result<Net, NetError> {
+impl NetConfig {
+    /// Whether the device can honour these values: every feature bit implemented,
+    /// VERSION_1 offered, every feature requirement met, an MTU exactly when MTU is
+    /// offered, and queue sizes a split ring can have. [`Net::new`] refuses what fails.
+    pub fn validate(&self) -> Result<(), NetError> {
+        let supported = supported_features();
         let unsupported: Vec<u32> = (0..64)
-            .filter(|&b| has(config.features, b) && !SUPPORTED_FEATURES.contains(&b))
+            .filter(|&b| has(self.features, b) && !has(supported, b))
             .collect();
         if !unsupported.is_empty() {
             return Err(NetError::UnsupportedFeatures { bits: unsupported });
         }
-        if !has(config.features, VERSION_1) {
+        if !has(self.features, VERSION_1) {
             return Err(NetError::NoVersion1);
         }
-        if let Some((feature, needs)) = unmet_requirement(config.features) {
+        if let Some((feature, needs)) = unmet_requirement(self.features) {
             return Err(NetError::UnmetRequirement { feature, needs });
         }
-        let mtu_offered = has(config.features, MTU);
-        if mtu_offered != (config.mtu != 0) || (mtu_offered && config.mtu < 68) {
+        let mtu_offered = has(self.features, MTU);
+        if mtu_offered != (self.mtu != 0) || (mtu_offered && self.mtu < 68) {
             return Err(NetError::Mtu {
-                mtu: config.mtu,
+                mtu: self.mtu,
                 offered: mtu_offered,
             });
         }
-        for (queue, size) in [("receive", config.rx_queue_size), ("transmit", config.tx_queue_size)] {
+        for (queue, size) in [("receive", self.rx_queue_size), ("transmit", self.tx_queue_size)] {
             if size < 2 || !size.is_power_of_two() || size > 32768 {
                 return Err(NetError::QueueSize { queue, size });
             }
         }
+        Ok(())
+    }
+}
+
+impl Net {
+    /// A device offering exactly `config.features`, moving frames to and from `tap`.
+    pub fn new(config: NetConfig, tap: Tap) -> Result<Net, NetError> {
+        config.validate()?;
         let queue_events = (0..2)
             .map(|_| EventFd::new(EFD_NONBLOCK))
             .collect::<Result<Vec<_>, _>>()
@@ -408,10 +415,124 @@ mod tests {
     fn requirements_follow_the_spec() {
         assert_eq!(
             unmet_requirement(feature_word(&[HOST_USO])),
-            Some((HOST_USO, &[CSUM][..]))
+            Some((HOST_USO, vec![CSUM]))
         );
         assert_eq!(unmet_requirement(feature_word(&[HOST_USO, CSUM])), None);
         assert!(unmet_requirement(feature_word(&[GUEST_CSUM, GUEST_ECN])).is_some());
         assert!(unmet_requirement(feature_word(&[GUEST_CSUM, GUEST_TSO6, GUEST_ECN])).is_none());
+    }
+
+    fn config(features: u64) -> NetConfig {
+        NetConfig {
+            features,
+            mac: [0x52, 0x54, 0, 0x12, 0x34, 0x56],
+            mtu: if has(features, MTU) { 1500 } else { 0 },
+            rx_queue_size: 256,
+            tx_queue_size: 256,
+        }
+    }
+
+    fn schema_implements(b: u32) -> bool {
+        b == schema::VERSION_1
+            || VIRTIO_NET
+                .iter()
+                .any(|p| p.feature_bit == Some(b) && p.support == Support::Implemented)
+    }
+
+    /// `b` with, recursively, the first feature of each of its requirements.
+    fn with_requirements(b: u32) -> u64 {
+        requirements()
+            .filter(|(feature, _)| *feature == b)
+            .fold(bit(b), |word, (_, needs)| word | with_requirements(needs[0]))
+    }
+
+    #[test]
+    fn exactly_the_bits_the_schema_marks_implemented_are_offered() {
+        for b in 0..64 {
+            let result = config(bit(VERSION_1) | bit(b)).validate();
+            if schema_implements(b) {
+                assert!(
+                    !matches!(result, Err(NetError::UnsupportedFeatures { .. })),
+                    "bit {b} is implemented in the schema but refused: {result:?}"
+                );
+            } else {
+                assert!(
+                    matches!(&result, Err(NetError::UnsupportedFeatures { bits }) if *bits == [b]),
+                    "bit {b} is not implemented in the schema but not refused: {result:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_implemented_schema_feature_is_accepted() {
+        for (b, p) in feature_rows().filter(|(_, p)| p.support == Support::Implemented) {
+            let word = bit(VERSION_1) | with_requirements(b);
+            assert_eq!(config(word).validate().ok(), Some(()), "{}", p.name);
+        }
+        let all = config(supported_features());
+        assert_eq!(all.validate().ok(), Some(()));
+        assert_eq!(unmet_requirement(all.features), None);
+    }
+
+    #[test]
+    fn the_requirement_check_is_the_schemas_for_every_row() {
+        let name_of = |b: u32| feature_rows().find(|(bit, _)| *bit == b).map(|(_, p)| p.name);
+        for (b, p) in feature_rows() {
+            let alone: Vec<_> = unmet_requirements(bit(b)).collect();
+            let unmet_names: Vec<Vec<&str>> = alone
+                .iter()
+                .map(|(feature, needs)| {
+                    assert_eq!(*feature, b, "{}", p.name);
+                    needs.iter().map(|n| name_of(*n).expect("a schema row")).collect()
+                })
+                .collect();
+            let required: Vec<Vec<&str>> = p.requires.iter().map(|any_of| any_of.to_vec()).collect();
+            assert_eq!(unmet_names, required, "{} alone", p.name);
+            for (any_of, (_, needs)) in p.requires.iter().zip(&alone) {
+                assert_eq!(
+                    needs.len(),
+                    any_of.len(),
+                    "{}: every required feature has a bit",
+                    p.name
+                );
+                for need in needs {
+                    assert!(
+                        unmet_requirements(bit(b) | bit(*need)).all(|(f, n)| f != b || n != *needs),
+                        "{} with {need}",
+                        p.name
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_feature_constants_name_the_schemas_bits() {
+        let named = [
+            (CSUM, "CSUM"),
+            (GUEST_CSUM, "GUEST_CSUM"),
+            (MTU, "MTU"),
+            (MAC, "MAC"),
+            (GUEST_TSO4, "GUEST_TSO4"),
+            (GUEST_TSO6, "GUEST_TSO6"),
+            (GUEST_ECN, "GUEST_ECN"),
+            (GUEST_UFO, "GUEST_UFO"),
+            (HOST_TSO4, "HOST_TSO4"),
+            (HOST_TSO6, "HOST_TSO6"),
+            (HOST_ECN, "HOST_ECN"),
+            (HOST_UFO, "HOST_UFO"),
+            (MRG_RXBUF, "MRG_RXBUF"),
+            (STATUS, "STATUS"),
+            (GUEST_USO4, "GUEST_USO4"),
+            (GUEST_USO6, "GUEST_USO6"),
+            (HOST_USO, "HOST_USO"),
+            (VERSION_1, "VERSION_1"),
+            (super::super::features::RING_INDIRECT_DESC, "RING_INDIRECT_DESC"),
+            (super::super::features::RING_EVENT_IDX, "RING_EVENT_IDX"),
+        ];
+        for (b, name) in named {
+            assert_eq!(schema::feature_name(b), Some(name), "bit {b}");
+        }
     }
 }
