@@ -301,7 +301,7 @@ fn every_command_that_reads_a_document_refuses_a_forged_one() {
 fn a_document_is_accepted_exactly_when_the_spec_stating_its_values_compiles() {
     let base = compile_text(TWO_NICS, "linux-6.9").unwrap();
     let mut tried = 0;
-    for (row, (property, _)) in base.abi.devices[0].properties.iter().enumerate() {
+    for (property, _) in &base.abi.devices[0].properties {
         for candidate in candidates(property.kind) {
             let mut doc = base.clone();
             set(&mut doc, 0, property.name, candidate);

@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value as Json};
 
 use crate::kdlread::quote;
 use crate::platform::TapOffload;
-use crate::schema::{format_mac, Property, Value};
+use crate::schema::{self, format_mac, Property, Value};
 
 /// The KVM capabilities every ABI needs from the runtime's host.
 pub const BASE_KVM_CAPABILITIES: &[&str] = &["ext-cpuid", "user-memory"];
