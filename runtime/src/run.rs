@@ -17,6 +17,7 @@ use kvm_ioctls::IoEventAddress;
 
 use crate::devices::virtio::net::{Net, NetConfig, NetCounters};
 use crate::devices::virtio::{EventFdInterrupt, MmioTransport, MMIO_SIZE, QUEUE_NOTIFY_OFFSET};
+use crate::host::files::{self, ReadError};
 use crate::host::tap::Tap;
 use crate::vm::cpuid::CpuidMask;
 use crate::vm::{RunOutcome, Vm, VmConfig, VmError};
@@ -30,13 +31,21 @@ pub enum RunError {
     /// The document names no kernel.
     #[error("the document's `host` section names no kernel: add `boot {{ kernel \"PATH\" }}` to the spec")]
     NoKernel,
-    /// A boot file could not be read.
+    /// A boot file could not be read (it is not a regular file, or cannot be opened).
     #[error("cannot read the {what} {path}: {source}")]
     ReadBootFile {
         what: &'static str,
         path: String,
         #[source]
-        source: std::io::Error,
+        source: ReadError,
+    },
+    /// A boot file is larger than the guest's memory, so it cannot be loaded; it was not read.
+    #[error("cannot read the {what} {path}: it is {size} bytes, more than the guest's memory ({memory} bytes)")]
+    BootFileTooLarge {
+        what: &'static str,
+        path: String,
+        size: u64,
+        memory: u64,
     },
     /// The ABI holds a value this runtime cannot build.
     #[error("this runtime cannot build the ABI: {0}")]
@@ -125,12 +134,13 @@ pub fn run(doc: &AbiDocument, host: &Platform, console: Box<dyn Write + Send>) -
     let start = Instant::now();
     preflight(doc, host)?;
     let kernel_path = doc.host.kernel.as_ref().ok_or(RunError::NoKernel)?;
-    let kernel = read_boot_file("kernel", kernel_path)?;
+    // Neither can be larger than the guest's memory: that bounds what is read.
+    let kernel = read_boot_file("kernel", kernel_path, doc.abi.memory)?;
     let initrd = doc
         .host
         .initrd
         .as_ref()
-        .map(|p| read_boot_file("initrd", p))
+        .map(|p| read_boot_file("initrd", p, doc.abi.memory))
         .transpose()?;
     let vcpus = u8::try_from(doc.abi.cpu.count)
         .ok()
@@ -223,12 +233,24 @@ fn attach_net(vm: &mut Vm, doc: &AbiDocument, device: &vmc_compiler::NetDevice) 
     Ok(counters)
 }
 
-fn read_boot_file(what: &'static str, path: &str) -> Result<Vec<u8>, RunError> {
-    std::fs::read(path).map_err(|source| RunError::ReadBootFile {
-        what,
-        path: path.to_string(),
-        source,
-    })
+/// Reads a kernel or initrd through [`files::read_regular`]: a regular file of at most
+/// `memory` bytes, or a refusal naming it.
+fn read_boot_file(what: &'static str, path: &str, memory: u64) -> Result<Vec<u8>, RunError> {
+    let path_text = path.to_string();
+    match files::read_regular(std::path::Path::new(path), memory) {
+        Ok(input) => Ok(input.bytes),
+        Err(ReadError::TooLarge { size, .. }) => Err(RunError::BootFileTooLarge {
+            what,
+            path: path_text,
+            size,
+            memory,
+        }),
+        Err(source) => Err(RunError::ReadBootFile {
+            what,
+            path: path_text,
+            source,
+        }),
+    }
 }
 
 /// A console writer that notes when the guest first wrote to it.

@@ -7,11 +7,14 @@
 //! - [`tap`]: [`Tap`], a TAP interface carrying frames with a 12-byte virtio-net header,
 //!   its offloads ([`TapOffloads`], a set of the compiler's `TapOffload`) and
 //!   non-blocking scatter/gather frame I/O. It knows nothing of virtio queues.
+//! - [`files`]: reading the files vmc is handed (regular files only, bounded, never
+//!   blocking) and writing outputs (atomically, never through a planted link).
 //!
 //! Nothing here panics on what the host answers: every failure is a value naming the
 //! system call, the errno, and the likely cause.
 
 pub mod errno;
+pub mod files;
 pub mod platform;
 pub mod probe;
 pub mod tap;
