@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use vmc_compiler::{AbiDocument, CompileInput, Platform, PlatformRegistry, SourceFile};
 
-use crate::files::{read_document, read_source, registry, spec_dir, write_atomically};
+use crate::files::{read_document, read_source, registry, spec_dir, write_output};
 use crate::hosts::{load_hosts, measure_host};
 use crate::{Failure, PlatformPaths};
 
@@ -76,11 +76,10 @@ pub(crate) fn compile(
     let out = output
         .map(Path::to_path_buf)
         .unwrap_or_else(|| spec_path.with_extension("abi"));
+    write_output(&out, text.as_bytes())?;
     if out == Path::new("-") {
-        print!("{text}");
         return Ok(0);
     }
-    write_atomically(&out, text.as_bytes())?;
     eprintln!(
         "compiled {} for {} -> {}",
         spec_path.display(),

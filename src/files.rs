@@ -1,30 +1,62 @@
-//! Reading and writing the files vmc works on: specs, documents, platform directories.
+//! Reading and writing the files vmc works on: specs, documents, platform directories,
+//! probe files, outputs and standard output.
+//!
+//! Every file is read and written through [`vmc_runtime::host::files`]: inputs must be
+//! regular files no larger than [`kdlread::MAX_INPUT_BYTES`], opened without blocking;
+//! an output replaces a regular file atomically, or is written through to a device or
+//! FIFO. Each input read is remembered, so that no output overwrites one of them.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use vmc_compiler::{kdlread, AbiDocument, PlatformRegistry, SourceFile};
+use vmc_runtime::host::files::{read_regular, FileId, OutputTarget};
 
 use crate::{Failure, PlatformPaths};
 
-/// Writes through a temporary file and a rename, so a failure never leaves a partial document.
-pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Failure::Message(format!("{} is not a file path", path.display())))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let result = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Failure::Message(format!("cannot write {}: {e}", path.display())));
+/// The files this command has read, by identity, with the path they were read as.
+static INPUTS: Mutex<Vec<(FileId, PathBuf)>> = Mutex::new(Vec::new());
+
+/// Reads an input file (bounded, regular files only) and remembers it as an input.
+fn read_input(path: &Path) -> Result<Vec<u8>, Failure> {
+    let input = read_regular(path, kdlread::MAX_INPUT_BYTES as u64)
+        .map_err(|e| Failure::Message(format!("cannot read {}: {e}", path.display())))?;
+    INPUTS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push((input.id, path.to_path_buf()));
+    Ok(input.bytes)
+}
+
+/// Writes `bytes` to `path`: `-` is standard output; a symbolic link is followed; a
+/// regular file is replaced atomically (a failure leaves it as it was); a character
+/// device or FIFO is written through; anything else is refused. An output that is one
+/// of the files this command read is refused before anything is written.
+pub(crate) fn write_output(path: &Path, bytes: &[u8]) -> Result<(), Failure> {
+    if path == Path::new("-") {
+        return stdout_bytes(bytes);
     }
-    Ok(())
+    let target = OutputTarget::resolve(path).map_err(|e| Failure::Message(e.to_string()))?;
+    if let Some(id) = target.id() {
+        let inputs = INPUTS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, input)) = inputs.iter().find(|(i, _)| *i == id) {
+            let same = if input == path {
+                String::new()
+            } else {
+                format!(" (the same file as {})", input.display())
+            };
+            return Err(Failure::Message(format!(
+                "refusing to write {}: it is one of this command's inputs{same}; nothing written (give another -o)",
+                path.display()
+            )));
+        }
+    }
+    target.write(bytes).map_err(|e| Failure::Message(e.to_string()))
 }
 
 pub(crate) fn read_source(path: &Path) -> Result<SourceFile, Failure> {
-    let bytes = std::fs::read(path).map_err(|e| Failure::Message(format!("cannot read {}: {e}", path.display())))?;
+    let bytes = read_input(path)?;
     Ok(kdlread::source_from_bytes(&path.display().to_string(), &bytes)?)
 }
 
@@ -57,4 +89,12 @@ pub(crate) fn spec_dir(spec_path: &Path) -> Result<PathBuf, Failure> {
         .unwrap_or(Path::new("."));
     std::fs::canonicalize(dir)
         .map_err(|e| Failure::Message(format!("cannot resolve the directory of {}: {e}", spec_path.display())))
+}
+
+/// Writes bytes to standard output, and flushes them.
+pub(crate) fn stdout_bytes(bytes: &[u8]) -> Result<(), Failure> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|_| out.flush())
+        .map_err(|e| Failure::Message(format!("cannot write to standard output: {e}")))
 }

@@ -11,7 +11,7 @@ mod hosts;
 mod lower_cmd;
 
 use commands::{compile, run_vm};
-use files::{read_document, registry, write_atomically};
+use files::{read_document, registry, write_output};
 use hosts::{measure_host, place, platforms, platforms_for_host, probe};
 use vmc_compiler::diagnostic::Problem;
 use vmc_compiler::{machine, Problems};
@@ -27,7 +27,10 @@ const EXIT_ERROR: u8 = 2;
     long_about = "vmc turns a KDL VM spec plus a host platform into a fully expanded guest-ABI \
 document (.abi) in which every default is explicit and the guest-visible part is hashed. \
 Two hosts can run or migrate a VM exactly when they accept the same hash.\n\n\
-Exit status: 0 success; 1 `diff` found differences; 2 error."
+Exit status: 0 success; 1 `diff` found differences; 2 error.\n\n\
+Inputs (specs, documents, platform and probe files, kernels and initrds) must be regular \
+files: a FIFO, device, socket or directory is refused, and so is a file larger than the \
+limit (4 MiB; for a kernel or initrd, the guest's memory), before it is read."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -61,6 +64,11 @@ enum Command {
         #[command(flatten)]
         paths: PlatformPaths,
         /// Where to write the document (default: SPEC with the extension .abi; `-` for stdout).
+        ///
+        /// A regular file is replaced atomically (its mode kept; a new file gets 0644); a
+        /// symbolic link is followed and the file it names replaced; a character device
+        /// (/dev/null) or FIFO is written through; a directory, block device or socket is
+        /// refused, and so is any file this command reads (the spec, platform or probe files).
         #[arg(short, long, value_name = "OUT")]
         output: Option<PathBuf>,
     },
@@ -115,7 +123,10 @@ enum Command {
     /// Write vmc's self-test guest, a tiny PVH kernel that drives its virtio-net device
     /// and reports on the serial port (see specs/selftest.kdl).
     SelftestGuest {
-        /// Where to write the ELF image.
+        /// Where to write the ELF image (`-` for stdout). A regular file is replaced
+        /// atomically (its mode kept; a new file gets 0644); a symbolic link is followed and
+        /// the file it names replaced; a character device (/dev/null) or FIFO is written
+        /// through; a directory, block device or socket is refused.
         #[arg(short, long, value_name = "OUT")]
         output: PathBuf,
     },
@@ -252,7 +263,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::SelftestGuest { output } => {
             let image = vmc_runtime::selftest::build_image()
                 .map_err(|e| Failure::Message(format!("cannot assemble the self-test guest: {e}")))?;
-            write_atomically(&output, &image)?;
+            write_output(&output, &image)?;
             eprintln!(
                 "wrote the self-test guest ({} bytes) to {}",
                 image.len(),
