@@ -86,7 +86,7 @@ pub(crate) fn compile(
         platform.name,
         out.display()
     );
-    println!("{}", doc.hash);
+    outln!("{}", doc.hash);
     Ok(0)
 }
 

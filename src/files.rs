@@ -91,10 +91,19 @@ pub(crate) fn spec_dir(spec_path: &Path) -> Result<PathBuf, Failure> {
         .map_err(|e| Failure::Message(format!("cannot resolve the directory of {}: {e}", spec_path.display())))
 }
 
+/// Writes to standard output; the one way the CLI prints there (see the `out!` and
+/// `outln!` macros). A failure is [`Failure::Stdout`].
+pub(crate) fn stdout_fmt(args: std::fmt::Arguments) -> Result<(), Failure> {
+    std::io::stdout().lock().write_fmt(args).map_err(Failure::Stdout)
+}
+
 /// Writes bytes to standard output, and flushes them.
 pub(crate) fn stdout_bytes(bytes: &[u8]) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
-    out.write_all(bytes)
-        .and_then(|_| out.flush())
-        .map_err(|e| Failure::Message(format!("cannot write to standard output: {e}")))
+    out.write_all(bytes).and_then(|_| out.flush()).map_err(Failure::Stdout)
+}
+
+/// Flushes standard output, so that a failure to write it is seen before exiting.
+pub(crate) fn flush_stdout() -> Result<(), Failure> {
+    std::io::stdout().lock().flush().map_err(Failure::Stdout)
 }

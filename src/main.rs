@@ -1,9 +1,28 @@
 //! `vmc`: the command line. Thin: it reads files, asks the compiler, prints results.
 
+use std::io::ErrorKind;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// Prints to standard output, like `print!`, through [`files::stdout_fmt`]: the calling
+/// function returns [`Failure::Stdout`] when standard output cannot be written.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::files::stdout_fmt(format_args!($($arg)*))?
+    };
+}
+
+/// Like [`out!`], with a newline.
+macro_rules! outln {
+    () => {
+        $crate::files::stdout_fmt(format_args!("\n"))?
+    };
+    ($($arg:tt)*) => {
+        $crate::files::stdout_fmt(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
 
 mod commands;
 mod files;
@@ -11,13 +30,16 @@ mod hosts;
 mod lower_cmd;
 
 use commands::{compile, run_vm};
-use files::{read_document, registry, write_output};
+use files::{flush_stdout, read_document, registry, write_output};
 use hosts::{measure_host, place, platforms, platforms_for_host, probe};
 use vmc_compiler::diagnostic::Problem;
 use vmc_compiler::{machine, Problems};
 
 /// Exit status for any error (bad input, I/O, refused documents).
 const EXIT_ERROR: u8 = 2;
+/// Exit status when standard output is a pipe whose reader has gone: as if killed by
+/// SIGPIPE (128 + 13), as the shell reports it for coreutils; nothing is printed.
+const EXIT_BROKEN_PIPE: u8 = 128 + libc::SIGPIPE as u8;
 
 #[derive(Parser)]
 #[command(
@@ -27,7 +49,9 @@ const EXIT_ERROR: u8 = 2;
     long_about = "vmc turns a KDL VM spec plus a host platform into a fully expanded guest-ABI \
 document (.abi) in which every default is explicit and the guest-visible part is hashed. \
 Two hosts can run or migrate a VM exactly when they accept the same hash.\n\n\
-Exit status: 0 success; 1 `diff` found differences; 2 error.\n\n\
+Exit status: 0 success; 1 `diff` found differences; 2 error (also when standard output \
+cannot be written); 141 when standard output is a pipe closed by its reader (as if killed by \
+SIGPIPE), quietly.\n\n\
 Inputs (specs, documents, platform and probe files, kernels and initrds) must be regular \
 files: a FIFO, device, socket or directory is refused, and so is a file larger than the \
 limit (4 MiB; for a kernel or initrd, the guest's memory), before it is read."
@@ -167,6 +191,8 @@ enum Command {
 enum Failure {
     Problems(Problems),
     Message(String),
+    /// Standard output could not be written.
+    Stdout(std::io::Error),
 }
 
 impl From<Problems> for Failure {
@@ -186,8 +212,9 @@ fn main() -> ExitCode {
     let _ = miette::set_hook(Box::new(|_| {
         Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
     }));
+    catch_unrouted_stdout_failures();
     let cli = Cli::parse();
-    match run(cli) {
+    match run(cli).and_then(|code| flush_stdout().map(|_| code)) {
         Ok(code) => ExitCode::from(code),
         Err(Failure::Problems(problems)) => {
             for p in problems.0 {
@@ -199,7 +226,35 @@ fn main() -> ExitCode {
             eprintln!("error: {m}");
             ExitCode::from(EXIT_ERROR)
         }
+        Err(Failure::Stdout(e)) => ExitCode::from(stdout_failed(&e.to_string(), e.kind() == ErrorKind::BrokenPipe)),
     }
+}
+
+/// The exit status (and message) when standard output cannot be written: a reader that
+/// went away ends the command quietly, as SIGPIPE would; any other error is an error.
+fn stdout_failed(why: &str, broken_pipe: bool) -> u8 {
+    if broken_pipe {
+        return EXIT_BROKEN_PIPE;
+    }
+    eprintln!("error: cannot write to standard output: {why}");
+    EXIT_ERROR
+}
+
+/// A net under the `out!` macros: output still printed with `print!` panics when standard
+/// output fails ("failed printing to stdout: ..."); that panic ends the command as a
+/// failed `out!` would, instead of with a panic message and status 101.
+fn catch_unrouted_stdout_failures() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Some(why) = info
+            .payload_as_str()
+            .and_then(|m| m.strip_prefix("failed printing to stdout: "))
+        {
+            let broken_pipe = why.ends_with(&format!("(os error {})", libc::EPIPE));
+            std::process::exit(i32::from(stdout_failed(why, broken_pipe)));
+        }
+        default(info);
+    }));
 }
 
 fn run(cli: Cli) -> Result<u8, Failure> {
@@ -220,32 +275,32 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Show { file, json } => {
             let doc = read_document(&file)?;
             if json {
-                println!("{}", pretty(&doc.to_json()));
+                outln!("{}", pretty(&doc.to_json()));
             } else {
-                print!("{}", doc.to_kdl());
+                out!("{}", doc.to_kdl());
             }
             Ok(0)
         }
         Command::Hash { file } => {
-            println!("{}", read_document(&file)?.hash);
+            outln!("{}", read_document(&file)?.hash);
             Ok(0)
         }
         Command::Explain { file, property } => {
             let doc = read_document(&file)?;
-            print!("{}", vmc_compiler::explain::explain(&doc, property.as_deref())?);
+            out!("{}", vmc_compiler::explain::explain(&doc, property.as_deref())?);
             Ok(0)
         }
         Command::Diff { a, b } => {
             let (da, db) = (read_document(&a)?, read_document(&b)?);
             let differences = vmc_compiler::diff::diff(&da, &db);
             if differences.is_empty() {
-                println!("no guest-visible difference ({})", da.hash);
+                outln!("no guest-visible difference ({})", da.hash);
                 return Ok(0);
             }
-            println!("--- {} ({})", a.display(), da.hash);
-            println!("+++ {} ({})", b.display(), db.hash);
+            outln!("--- {} ({})", a.display(), da.hash);
+            outln!("+++ {} ({})", b.display(), db.hash);
             for d in &differences {
-                println!("{}", d.render());
+                outln!("{}", d.render());
             }
             Ok(1)
         }
@@ -276,16 +331,16 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let host = measure_host();
             let shortfalls = vmc_compiler::check::shortfalls(&doc, &host);
             if shortfalls.is_empty() {
-                println!("this host can run {} ({})", file.display(), doc.hash);
+                outln!("this host can run {} ({})", file.display(), doc.hash);
                 Ok(0)
             } else {
-                print!("{}", vmc_compiler::check::render(&shortfalls, "this host"));
+                out!("{}", vmc_compiler::check::render(&shortfalls, "this host"));
                 Ok(1)
             }
         }
         Command::Lower { file, to, json } => {
             let doc = read_document(&file)?;
-            print!("{}", lower_cmd::run(&file, &to, json, &doc)?);
+            out!("{}", lower_cmd::run(&file, &to, json, &doc)?);
             Ok(0)
         }
         Command::Properties { name } => {
@@ -299,9 +354,9 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             };
             for (i, p) in rows.iter().enumerate() {
                 if i > 0 {
-                    println!();
+                    outln!();
                 }
-                print!("{}", vmc_compiler::explain::describe(p));
+                out!("{}", vmc_compiler::explain::describe(p));
             }
             Ok(0)
         }
@@ -318,10 +373,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     ))
                 })?;
                 if i > 0 {
-                    println!();
+                    outln!();
                 }
-                println!("# {}", m.doc);
-                print!("{}", machine::default_table(&m));
+                outln!("# {}", m.doc);
+                out!("{}", machine::default_table(&m));
             }
             Ok(0)
         }
