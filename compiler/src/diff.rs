@@ -16,20 +16,22 @@ pub struct Difference {
 
 /// Every guest-visible value that differs, in document order (A's, then B's extras).
 pub fn diff(a: &AbiDocument, b: &AbiDocument) -> Vec<Difference> {
-    let va = a.abi.values();
-    let vb = b.abi.values();
-    let side = |doc: &AbiDocument, values: &[(String, Json)], path: &str| {
-        values
-            .iter()
-            .find(|(p, _)| p == path)
-            .map(|(_, v)| (v.clone(), doc.origins.get(path).cloned()))
+    let sourced = |doc: &AbiDocument| -> Vec<(String, (Json, Option<Origin>))> {
+        doc.sourced_fields()
+            .into_iter()
+            .map(|(f, origin)| (f.path(), (f.value, origin.cloned())))
+            .collect()
+    };
+    let (va, vb) = (sourced(a), sourced(b));
+    let side = |values: &[(String, (Json, Option<Origin>))], path: &str| {
+        values.iter().find(|(p, _)| p == path).map(|(_, v)| v.clone())
     };
     let mut out = Vec::new();
     for (path, _) in va
         .iter()
         .chain(vb.iter().filter(|(p, _)| !va.iter().any(|(q, _)| q == p)))
     {
-        let (x, y) = (side(a, &va, path), side(b, &vb, path));
+        let (x, y) = (side(&va, path), side(&vb, path));
         if x.as_ref().map(|s| &s.0) != y.as_ref().map(|s| &s.0) {
             out.push(Difference {
                 path: path.clone(),

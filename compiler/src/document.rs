@@ -159,6 +159,21 @@ impl HostBindings {
     }
 }
 
+impl AbiDocument {
+    /// Every guest-visible value with its place and where it came from, in document
+    /// order: what `explain` and `diff` show.
+    pub fn sourced_fields(&self) -> Vec<(Field<'_>, Option<&Origin>)> {
+        self.abi
+            .fields()
+            .into_iter()
+            .map(|f| {
+                let origin = self.origins.get(&f.path());
+                (f, origin)
+            })
+            .collect()
+    }
+}
+
 /// A complete, hash-checked ABI document.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AbiDocument {

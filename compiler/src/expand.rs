@@ -13,7 +13,7 @@ use miette::SourceSpan;
 
 use crate::cpu;
 use crate::diagnostic::{choices_help, Collector, Problem, Problems, SourceFile};
-use crate::document::{Abi, AbiDocument, CpuAbi, HostBindings, NetDevice, Origin};
+use crate::document::{Abi, AbiDocument, CpuAbi, HostBindings, NetDevice, Origin, Place};
 use crate::kdlread::Spanned;
 use crate::limits::{self, MAX_CPUS, MAX_MEMORY, MEMORY_GRANULE, MIN_MEMORY};
 use crate::machine::{self, Default, MachineType};
@@ -126,9 +126,14 @@ impl<'a> Expander<'a> {
         }
     }
 
-    fn record<T>(&mut self, path: impl Into<String>, s: Sourced<T>) -> T {
-        self.origins.insert(path.into(), s.origin);
+    /// Keeps the origin of the value `name` at `place`, and gives the value.
+    fn record<T>(&mut self, place: Place<'_>, name: &str, s: Sourced<T>) -> T {
+        self.origins.insert(place.path(name), s.origin);
         s.value
+    }
+
+    fn origin(&mut self, place: Place<'_>, name: &str, origin: Origin) {
+        self.origins.insert(place.path(name), origin);
     }
 
     fn run(mut self) -> Result<AbiDocument, Problems> {
@@ -196,7 +201,7 @@ impl<'a> Expander<'a> {
                 span: None,
             },
         };
-        Some(self.record("machine", chosen))
+        Some(self.record(Place::Top, "machine", chosen))
     }
 
     fn cpu(&mut self, m: &MachineType) -> Option<CpuAbi> {
@@ -214,7 +219,7 @@ impl<'a> Expander<'a> {
                 .label("out of range"),
             );
         }
-        let count = self.record("cpu.count", count);
+        let count = self.record(Place::Cpu, "count", count);
         let model_name = match &self.spec.cpu_model {
             Some(c) => self.spec_value(c),
             None => self.machine_value(m.cpu_model.to_string(), m),
@@ -284,16 +289,18 @@ impl<'a> Expander<'a> {
             }
         }
         let origin = model_name.origin.clone();
-        let model_name = self.record("cpu.model", model_name);
-        self.origins.insert(
-            "cpu.features".to_string(),
+        let model_name = self.record(Place::Cpu, "model", model_name);
+        self.origin(
+            Place::Cpu,
+            "features",
             Origin::Derived(format!(
                 "CPU model {model_name} ({origin}) and the CPU baseline of machine type {}",
                 m.name
             )),
         );
-        self.origins.insert(
-            "cpu.migratable".to_string(),
+        self.origin(
+            Place::Cpu,
+            "migratable",
             Origin::Derived(format!("CPU model {model_name}: only `host` is not migratable")),
         );
         Some(CpuAbi {
@@ -333,14 +340,14 @@ impl<'a> Expander<'a> {
             );
             return None;
         }
-        Some(self.record("memory", memory))
+        Some(self.record(Place::Top, "memory", memory))
     }
 
     /// One virtio-net device: every property from spec, machine type or platform, then
     /// dependency and capability checks.
     fn net(&mut self, index: usize, net: &NetSpec, m: &MachineType) -> Option<(NetDevice, String)> {
         let id = &net.id.value;
-        let path = |field: &str| format!("devices.{id}.{field}");
+        let place = Place::Device(id);
         let Some((mmio_base, irq)) = m.mmio.place(index) else {
             self.problems.push(
                 Problem::new(
@@ -362,13 +369,11 @@ impl<'a> Expander<'a> {
             index + 1,
             m.name
         ));
-        self.origins.insert(path("mmio-base"), placement.clone());
-        self.origins.insert(path("irq"), placement);
-        self.origins
-            .insert(path("kind"), Origin::Derived("the `net` node".to_string()));
+        self.origin(place, "mmio-base", placement.clone());
+        self.origin(place, "irq", placement);
+        self.origin(place, "kind", Origin::Derived("the `net` node".to_string()));
         for field in ["transport", "mmio-size"] {
-            self.origins
-                .insert(path(field), Origin::MachineType(m.name.to_string()));
+            self.origin(place, field, Origin::MachineType(m.name.to_string()));
         }
 
         for (p, v) in &net.properties {
@@ -418,15 +423,12 @@ impl<'a> Expander<'a> {
 
         let properties: Vec<(&'static Property, Value)> = values
             .into_iter()
-            .map(|(p, s)| {
-                let v = s.value;
-                self.origins.insert(path(p.name), s.origin);
-                (p, v)
-            })
+            .map(|(p, s)| (p, self.record(place, p.name, s)))
             .collect();
         let device_features = schema::device_features(&properties);
-        self.origins.insert(
-            path("device-features"),
+        self.origin(
+            place,
+            "device-features",
             Origin::Derived("the device's properties (plus VERSION_1)".to_string()),
         );
         let tap = match &net.tap {

@@ -8,16 +8,20 @@ use crate::schema;
 /// (a whole path such as `devices.net0.host-uso`, a prefix such as `cpu`, or a last
 /// component such as `host-uso`, which matches it on every device).
 pub fn explain(doc: &AbiDocument, filter: Option<&str>) -> Result<String, Problem> {
-    let values = doc.abi.values();
+    let values: Vec<(String, _, _)> = doc
+        .sourced_fields()
+        .into_iter()
+        .map(|(f, origin)| (f.path(), f.value, origin))
+        .collect();
     let matches = |path: &str| match filter {
         None => true,
         Some(f) => path == f || path.ends_with(&format!(".{f}")) || path.starts_with(&format!("{f}.")),
     };
-    let selected: Vec<_> = values.iter().filter(|(p, _)| matches(p)).collect();
+    let selected: Vec<_> = values.iter().filter(|(p, _, _)| matches(p)).collect();
     if selected.is_empty() {
         let f = filter.unwrap_or_default();
-        let mut known: Vec<&str> = values.iter().map(|(p, _)| p.as_str()).collect();
-        known.extend(values.iter().filter_map(|(p, _)| p.rsplit('.').next()));
+        let mut known: Vec<&str> = values.iter().map(|(p, _, _)| p.as_str()).collect();
+        known.extend(values.iter().filter_map(|(p, _, _)| p.rsplit('.').next()));
         return Err(
             Problem::new("vmc::explain::unknown", format!("the document has no value `{f}`")).help(suggestion_or(
                 f,
@@ -26,13 +30,10 @@ pub fn explain(doc: &AbiDocument, filter: Option<&str>) -> Result<String, Proble
             )),
         );
     }
-    let width = selected.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
+    let width = selected.iter().map(|(p, _, _)| p.len()).max().unwrap_or(0);
     let mut out = String::new();
-    for (path, value) in &selected {
-        let origin = doc
-            .origins
-            .get(path.as_str())
-            .map_or_else(|| "origin not recorded".to_string(), ToString::to_string);
+    for (path, value, origin) in &selected {
+        let origin = origin.map_or_else(|| "origin not recorded".to_string(), ToString::to_string);
         out += &format!("{path:width$} = {}\n{:width$}   from {origin}\n", show_json(value), "");
     }
     if let Some(p) = filter.and_then(|f| schema::property(f.rsplit('.').next().unwrap_or(f))) {
