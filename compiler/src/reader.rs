@@ -463,7 +463,10 @@ impl<'a> Reader<'a> {
         if nets.len() != devices.len() {
             return None;
         }
-        let (cpus, cpu_model) = cpu_spec;
+        let CpuSpec {
+            count: cpus,
+            model: cpu_model,
+        } = cpu_spec;
         Some((
             Abi {
                 machine: machine.name.to_string(),
@@ -481,7 +484,7 @@ impl<'a> Reader<'a> {
         ))
     }
 
-    fn cpu(&mut self, r: &NodeReader<'a>) -> Option<(CpuAbi, (Spanned<u64>, Spanned<String>))> {
+    fn cpu(&mut self, r: &NodeReader<'a>) -> Option<(CpuAbi, CpuSpec)> {
         let block = self.block(r, "cpu", &["model", "count", "migratable", "features"]);
         for name in ["model", "count", "migratable", "features"] {
             if block.get(name).is_none() {
@@ -515,7 +518,7 @@ impl<'a> Reader<'a> {
                 migratable: migratable.value,
                 features: features.value,
             },
-            (count, model),
+            CpuSpec { count, model },
         ))
     }
 
@@ -795,6 +798,12 @@ impl<'a> Reader<'a> {
         }
         out
     }
+}
+
+/// `abi.cpu`'s values as a spec states them.
+struct CpuSpec {
+    count: Spanned<u64>,
+    model: Spanned<String>,
 }
 
 /// The `abi` block restated as spec values, with the document's spans.
