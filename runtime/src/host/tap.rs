@@ -38,7 +38,7 @@ pub const TUN_PATH: &str = "/dev/net/tun";
 pub const VNET_HDR_LEN: usize = 12;
 
 /// Longest interface name the kernel takes (IFNAMSIZ 16, including the NUL).
-pub const MAX_NAME_LEN: usize = 15;
+pub const MAX_NAME_LEN: usize = vmc_compiler::limits::MAX_INTERFACE_NAME;
 
 /// Definitions from Linux `include/uapi/linux/if_tun.h` and `if.h`.
 mod uapi {
@@ -231,7 +231,7 @@ impl TunFeatures {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TapError {
     #[error("invalid TAP name {name:?}: {reason}")]
-    InvalidName { name: String, reason: &'static str },
+    InvalidName { name: String, reason: String },
     #[error("cannot open {TUN_PATH}: {errno}: {hint}")]
     OpenTun { errno: Errno, hint: &'static str },
     #[error("{ioctl} failed with {errno}: {hint}")]
@@ -540,26 +540,14 @@ fn ioctl_error(ioctl: &'static str, name: &str, errno: Errno, exclusive: bool) -
     }
 }
 
-/// The name as the kernel's `dev_valid_name` accepts it, NUL-padded for `ifreq`.
+/// The name, NUL-padded for `ifreq`, if the compiler's rule for TAP names allows it (the
+/// kernel's `dev_valid_name`, and no `%`, which `TUNSETIFF` would expand into another name).
 fn validated_name(name: &str) -> Result<[u8; uapi::IFNAMSIZ], TapError> {
-    let invalid = |reason| TapError::InvalidName {
-        name: name.to_string(),
-        reason,
-    };
-    if name.is_empty() {
-        return Err(invalid("the name is empty"));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(invalid("longer than 15 bytes"));
-    }
-    if name == "." || name == ".." {
-        return Err(invalid("`.` and `..` are not interface names"));
-    }
-    if name
-        .bytes()
-        .any(|byte| byte == b'/' || byte == b':' || byte == 0 || byte.is_ascii_whitespace())
-    {
-        return Err(invalid("contains `/`, `:`, NUL or whitespace"));
+    if let Some(reason) = vmc_compiler::limits::interface_name_problem(name) {
+        return Err(TapError::InvalidName {
+            name: name.to_string(),
+            reason,
+        });
     }
     let mut ifname = [0u8; uapi::IFNAMSIZ];
     ifname[..name.len()].copy_from_slice(name.as_bytes());
