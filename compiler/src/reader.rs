@@ -93,18 +93,41 @@ fn fixed_point(source: &SourceFile, parts: &Parts, spans: &BTreeMap<String, Sour
                 .get(&path)
                 .map(|o| format!(" ({o})"))
                 .unwrap_or_default();
-            problems.push(
-                Problem::new(
-                    "vmc::abi::not-derived",
+            let message = match (field.value.as_array(), value.as_array()) {
+                // Lists (CPU features, feature bits): what is missing and what is extra.
+                (Some(stored), Some(wanted)) => {
+                    let only = |a: &Vec<serde_json::Value>, b: &Vec<serde_json::Value>| {
+                        let items: Vec<String> = a
+                            .iter()
+                            .filter(|x| !b.contains(x))
+                            .map(|x| show_field(name, x))
+                            .collect();
+                        items.join(" ")
+                    };
+                    let (lacks, extra) = (only(wanted, stored), only(stored, wanted));
+                    let mut parts = Vec::new();
+                    if !lacks.is_empty() {
+                        parts.push(format!("lacks {lacks}"));
+                    }
+                    if !extra.is_empty() {
+                        parts.push(format!("has {extra} too"));
+                    }
                     format!(
-                        "`{path}` is {}, but the compiler writes {}{from}",
-                        show_field(name, &field.value),
-                        show_field(name, value)
-                    ),
-                )
-                .at(source, at(&path))
-                .label("not what the compiler writes")
-                .help("a document is valid only as `vmc compile` writes it; compile the spec again"),
+                        "`{path}` is not what the compiler writes{from}: it {}",
+                        parts.join(", and ")
+                    )
+                }
+                _ => format!(
+                    "`{path}` is {}, but the compiler writes {}{from}",
+                    show_field(name, &field.value),
+                    show_field(name, value)
+                ),
+            };
+            problems.push(
+                Problem::new("vmc::abi::not-derived", message)
+                    .at(source, at(&path))
+                    .label("not what the compiler writes")
+                    .help("a document is valid only as `vmc compile` writes it; compile the spec again"),
             );
         }
     }
