@@ -31,7 +31,7 @@ pub(crate) fn compile(
                         .to_string(),
                 )
             })?;
-            eprintln!(
+            errln!(
                 "pool of {} hosts: compiling for `{}`, the newest platform all of them support",
                 hosts.len(),
                 chosen.name
@@ -41,7 +41,7 @@ pub(crate) fn compile(
         (None, true) => {
             let host = measure_host();
             let chosen = platform_for_host(&registry, &host)?;
-            eprintln!(
+            errln!(
                 "no --platform given: compiling for `{}`, the newest platform this host supports",
                 chosen.name
             );
@@ -70,7 +70,7 @@ pub(crate) fn compile(
                 "some hosts of the pool could not run this VM; nothing written\n{refusals}"
             )));
         }
-        eprint!("warning: {refusals}");
+        errln!("warning: {}", refusals.trim_end());
     }
     let text = doc.to_kdl();
     let out = output
@@ -80,7 +80,7 @@ pub(crate) fn compile(
     if out == Path::new("-") {
         return Ok(0);
     }
-    eprintln!(
+    errln!(
         "compiled {} for {} -> {}",
         spec_path.display(),
         platform.name,
@@ -125,7 +125,7 @@ pub(crate) fn run_vm(file: &Path, paths: &PlatformPaths, stats: bool) -> Result<
         let registry = registry(paths)?;
         let platform = platform_for_host(&registry, &host)?;
         let doc = compile_spec(&source, file, platform, &registry, host.cpu_features.as_ref())?;
-        eprintln!(
+        errln!(
             "compiled {} for `{}`: running {}",
             file.display(),
             platform.name,
@@ -142,7 +142,7 @@ pub(crate) fn run_vm(file: &Path, paths: &PlatformPaths, stats: bool) -> Result<
     let code = report.outcome.reason.exit_code();
     if stats {
         let e = &report.outcome.exits;
-        eprintln!(
+        errln!(
             "vmc: stopped by {:?} (exit code {code}); first serial byte after {}; total {:.1} ms",
             report.outcome.reason,
             report
@@ -150,7 +150,7 @@ pub(crate) fn run_vm(file: &Path, paths: &PlatformPaths, stats: bool) -> Result<
                 .map_or("-".to_string(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3)),
             report.total.as_secs_f64() * 1e3,
         );
-        eprintln!(
+        errln!(
             "vmc: {} VM exits: {} port reads, {} port writes, {} MMIO reads, {} MMIO writes, {} unclaimed, {} other",
             e.total(),
             e.io_in,
@@ -161,7 +161,7 @@ pub(crate) fn run_vm(file: &Path, paths: &PlatformPaths, stats: bool) -> Result<
             e.other
         );
         for (id, counters) in &report.net {
-            eprintln!("vmc: {id}: {counters}");
+            errln!("vmc: {id}: {counters}");
         }
     }
     Ok(u8::try_from(code).unwrap_or(u8::MAX))

@@ -18,7 +18,7 @@ pub(crate) fn probe(name: &str, json: bool) -> Result<u8, Failure> {
     let unmeasured = probe.unmeasured();
     if json {
         let kvm = probe.kvm.as_ref().ok();
-        println!(
+        outln!(
             "{}",
             pretty(&serde_json::json!({
                 "format": platform::PLATFORM_FORMAT,
@@ -35,20 +35,20 @@ pub(crate) fn probe(name: &str, json: bool) -> Result<u8, Failure> {
         );
     } else {
         if let Ok(k) = &probe.kernel {
-            println!("// kernel release {}", k.release);
+            outln!("// kernel release {}", k.release);
         }
         for u in &unmeasured {
-            println!("// not measured: {u}");
+            outln!("// not measured: {u}");
         }
-        print!("{}", platform::to_kdl(&platform));
+        out!("{}", platform::to_kdl(&platform));
     }
     for u in &unmeasured {
-        eprintln!("warning: not measured: {u}");
+        errln!("warning: not measured: {u}");
     }
     Ok(0)
 }
 
-pub(crate) fn platforms(registry: &PlatformRegistry, json: bool) {
+pub(crate) fn platforms(registry: &PlatformRegistry, json: bool) -> Result<(), Failure> {
     let all = registry.by_age();
     if json {
         let list: Vec<serde_json::Value> = all
@@ -69,8 +69,8 @@ pub(crate) fn platforms(registry: &PlatformRegistry, json: bool) {
                 })
             })
             .collect();
-        println!("{}", pretty(&serde_json::Value::Array(list)));
-        return;
+        outln!("{}", pretty(&serde_json::Value::Array(list)));
+        return Ok(());
     }
     let width = all.iter().map(|p| p.name.len()).max().unwrap_or(0);
     for p in all {
@@ -79,7 +79,7 @@ pub(crate) fn platforms(registry: &PlatformRegistry, json: bool) {
             platform::PlatformSource::Builtin => String::new(),
             platform::PlatformSource::File(f) => format!("  [{f}]"),
         };
-        println!(
+        outln!(
             "{:width$}  kernel {:5}  tap {}  {}{source}",
             p.name,
             p.kernel.to_string(),
@@ -87,9 +87,14 @@ pub(crate) fn platforms(registry: &PlatformRegistry, json: bool) {
             p.description
         );
     }
+    Ok(())
 }
 
-pub(crate) fn platforms_for_host(registry: &PlatformRegistry, host: &vmc_compiler::Platform, json: bool) {
+pub(crate) fn platforms_for_host(
+    registry: &PlatformRegistry,
+    host: &vmc_compiler::Platform,
+    json: bool,
+) -> Result<(), Failure> {
     let rows: Vec<(&vmc_compiler::Platform, Vec<(vmc_compiler::check::Group, String)>)> = registry
         .by_age()
         .into_iter()
@@ -107,18 +112,19 @@ pub(crate) fn platforms_for_host(registry: &PlatformRegistry, host: &vmc_compile
                 })
             })
             .collect();
-        println!("{}", pretty(&serde_json::Value::Array(list)));
-        return;
+        outln!("{}", pretty(&serde_json::Value::Array(list)));
+        return Ok(());
     }
     let width = rows.iter().map(|(p, _)| p.name.len()).max().unwrap_or(0);
     for (p, missing) in rows {
         if missing.is_empty() {
-            println!("{:width$}  supported", p.name);
+            outln!("{:width$}  supported", p.name);
         } else {
             let what: Vec<String> = missing.iter().map(|(g, c)| format!("{g} {c}")).collect();
-            println!("{:width$}  not supported: this host lacks {}", p.name, what.join(", "));
+            outln!("{:width$}  not supported: this host lacks {}", p.name, what.join(", "));
         }
     }
+    Ok(())
 }
 
 /// Reads host descriptions (probe files), each with the name it is shown under.
@@ -172,15 +178,15 @@ pub(crate) fn place(file: &Path, files: &[PathBuf], paths: &PlatformPaths, json:
                 })
             })
             .collect();
-        println!("{}", pretty(&serde_json::Value::Array(list)));
+        outln!("{}", pretty(&serde_json::Value::Array(list)));
     } else {
         for (label, _, shortfalls) in &results {
             if shortfalls.is_empty() {
-                println!("{label}: can run {}", doc.hash);
+                outln!("{label}: can run {}", doc.hash);
             } else {
-                println!("{label}: cannot run it");
+                outln!("{label}: cannot run it");
                 for line in vmc_compiler::check::render(shortfalls, "  host").lines() {
-                    println!("  {line}");
+                    outln!("  {line}");
                 }
             }
         }

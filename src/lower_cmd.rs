@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use vmc_compiler::diagnostic::Problem;
+use vmc_compiler::diagnostic::{unsafe_on_terminal, Problem};
 use vmc_compiler::{lower, AbiDocument};
 
 /// The targets `--to` accepts.
@@ -26,10 +26,66 @@ pub fn run(file: &Path, to: &str, json: bool, doc: &AbiDocument) -> Result<Strin
         p
     })?;
     if json {
-        let mut text = serde_json::to_string_pretty(&args).expect("a list of strings serializes");
-        text.push('\n');
-        Ok(text)
+        Ok(crate::pretty(&serde_json::json!(args)) + "\n")
     } else {
-        Ok(lower::shell_line(&args) + "\n")
+        Ok(shell_line(&args) + "\n")
+    }
+}
+
+/// The shell line for `args`, as [`lower::shell_line`] quotes it; an argument holding a
+/// character unsafe on a terminal (a path with a bidirectional override) is written in
+/// ANSI-C quoting instead (`$'\u202e'`, read back by bash, zsh and ksh as the same
+/// argument), so that the line is safe to print and still means what it says.
+fn shell_line(args: &[String]) -> String {
+    let hostile = |a: &String| a.chars().any(unsafe_on_terminal);
+    if !args.iter().any(hostile) {
+        return lower::shell_line(args);
+    }
+    let mut line = lower::shell_line(&[]);
+    for arg in args {
+        line.push(' ');
+        if hostile(arg) {
+            line += &ansi_c_quote(arg);
+        } else {
+            let quoted = lower::shell_line(std::slice::from_ref(arg));
+            line += quoted.split_once(' ').map_or(quoted.as_str(), |(_, word)| word);
+        }
+    }
+    line
+}
+
+/// `$'...'` with every character unsafe on a terminal, the quote and the backslash
+/// escaped (`\xHH` below U+0080, else `\uHHHH`; always all digits).
+fn ansi_c_quote(word: &str) -> String {
+    let mut out = String::from("$'");
+    for c in word.chars() {
+        match c {
+            '\'' => out.push_str("\\'"),
+            '\\' => out.push_str("\\\\"),
+            c if unsafe_on_terminal(c) && u32::from(c) < 0x80 => out += &format!("\\x{:02x}", u32::from(c)),
+            c if unsafe_on_terminal(c) => out += &format!("\\u{:04x}", u32::from(c)),
+            c => out.push(c),
+        }
+    }
+    out.push('\'');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostile_arguments_are_ansi_c_quoted() {
+        let args = [
+            "-kernel".to_string(),
+            "/k\u{202e}x y'\\\u{1b}".to_string(),
+            "a b".to_string(),
+        ];
+        assert_eq!(
+            shell_line(&args),
+            "qemu-system-x86_64 -kernel $'/k\\u202ex y\\'\\\\\\x1b' 'a b'"
+        );
+        assert_eq!(shell_line(&args[2..]), lower::shell_line(&args[2..]));
     }
 }

@@ -6,21 +6,30 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Prints to standard output, like `print!`, through [`files::stdout_fmt`]: the calling
-/// function returns [`Failure::Stdout`] when standard output cannot be written.
+/// Prints to standard output, like `print!`, through [`print_out`]: untrusted text is
+/// escaped, and the calling function returns [`Failure::Stdout`] when standard output
+/// cannot be written.
 macro_rules! out {
     ($($arg:tt)*) => {
-        $crate::files::stdout_fmt(format_args!($($arg)*))?
+        $crate::print_out(format_args!($($arg)*))?
     };
 }
 
 /// Like [`out!`], with a newline.
 macro_rules! outln {
     () => {
-        $crate::files::stdout_fmt(format_args!("\n"))?
+        $crate::print_out(format_args!("\n"))?
     };
     ($($arg:tt)*) => {
-        $crate::files::stdout_fmt(format_args!("{}\n", format_args!($($arg)*)))?
+        $crate::print_out(format_args!("{}\n", format_args!($($arg)*)))?
+    };
+}
+
+/// Prints a line to standard error, like `eprintln!`, through [`print_err`]: untrusted
+/// text is escaped.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::print_err(format_args!("{}\n", format_args!($($arg)*)))
     };
 }
 
@@ -32,7 +41,7 @@ mod lower_cmd;
 use commands::{compile, run_vm};
 use files::{flush_stdout, read_document, registry, write_output};
 use hosts::{measure_host, place, platforms, platforms_for_host, probe};
-use vmc_compiler::diagnostic::Problem;
+use vmc_compiler::diagnostic::{escape_for_terminal, escape_json_for_terminal, unsafe_on_terminal, Problem};
 use vmc_compiler::{machine, Problems};
 
 /// Exit status for any error (bad input, I/O, refused documents).
@@ -213,21 +222,62 @@ fn main() -> ExitCode {
         Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
     }));
     catch_unrouted_stdout_failures();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return command_line_error(e),
+    };
     match run(cli).and_then(|code| flush_stdout().map(|_| code)) {
         Ok(code) => ExitCode::from(code),
         Err(Failure::Problems(problems)) => {
-            for p in problems.0 {
+            // Escaped before miette renders them (source lines included), so that its
+            // colours are the only escape sequences it prints.
+            for p in vmc_compiler::diagnostic::for_terminal(&problems.0) {
                 eprintln!("{:?}", miette::Report::new(p));
             }
             ExitCode::from(EXIT_ERROR)
         }
         Err(Failure::Message(m)) => {
-            eprintln!("error: {m}");
+            errln!("error: {m}");
             ExitCode::from(EXIT_ERROR)
         }
         Err(Failure::Stdout(e)) => ExitCode::from(stdout_failed(&e.to_string(), e.kind() == ErrorKind::BrokenPipe)),
     }
+}
+
+/// A command line clap refuses. Its message echoes the arguments as they are: when one
+/// holds a character unsafe on a terminal, the command line is parsed again without
+/// clap's styles, and that message printed escaped. Otherwise clap prints it (help and
+/// version on stdout, errors on stderr, coloured where the terminal takes it).
+fn command_line_error(e: clap::Error) -> ExitCode {
+    let unsafe_argument = std::env::args_os().any(|a| a.to_string_lossy().chars().any(unsafe_on_terminal));
+    if e.use_stderr() && unsafe_argument {
+        let code = u8::try_from(e.exit_code()).unwrap_or(EXIT_ERROR);
+        let plain = <Cli as clap::CommandFactory>::command()
+            .styles(clap::builder::Styles::plain())
+            .try_get_matches()
+            .err()
+            .unwrap_or(e);
+        errln!("{}", plain.render().ansi().to_string().trim_end());
+        return ExitCode::from(code);
+    }
+    e.exit()
+}
+
+/// Prints to standard output with every character unsafe on a terminal escaped (see
+/// [`escape_for_terminal`]): names from inputs cannot reach the terminal raw. Documents
+/// and JSON hold no such character (they are written with escapes of their own), so
+/// they print unchanged. A failure is [`Failure::Stdout`].
+fn print_out(args: std::fmt::Arguments) -> Result<(), Failure> {
+    match args.as_str() {
+        Some(text) => files::stdout_fmt(format_args!("{}", escape_for_terminal(text))),
+        None => files::stdout_fmt(format_args!("{}", escape_for_terminal(&args.to_string()))),
+    }
+}
+
+/// Prints to standard error with every character unsafe on a terminal escaped; the one
+/// way the CLI writes its messages there (miette's reports are escaped before rendering).
+fn print_err(args: std::fmt::Arguments) {
+    eprint!("{}", escape_for_terminal(&args.to_string()));
 }
 
 /// The exit status (and message) when standard output cannot be written: a reader that
@@ -236,7 +286,7 @@ fn stdout_failed(why: &str, broken_pipe: bool) -> u8 {
     if broken_pipe {
         return EXIT_BROKEN_PIPE;
     }
-    eprintln!("error: cannot write to standard output: {why}");
+    errln!("error: cannot write to standard output: {why}");
     EXIT_ERROR
 }
 
@@ -307,9 +357,9 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Platforms { paths, host, json } => {
             let registry = registry(&paths)?;
             if host {
-                platforms_for_host(&registry, &measure_host(), json);
+                platforms_for_host(&registry, &measure_host(), json)?;
             } else {
-                platforms(&registry, json);
+                platforms(&registry, json)?;
             }
             Ok(0)
         }
@@ -319,7 +369,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             let image = vmc_runtime::selftest::build_image()
                 .map_err(|e| Failure::Message(format!("cannot assemble the self-test guest: {e}")))?;
             write_output(&output, &image)?;
-            eprintln!(
+            errln!(
                 "wrote the self-test guest ({} bytes) to {}",
                 image.len(),
                 output.display()
@@ -383,6 +433,9 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     }
 }
 
+/// JSON for standard output: pretty, with every character unsafe on a terminal written
+/// as a JSON escape (the same value; see [`escape_json_for_terminal`]).
 fn pretty(v: &serde_json::Value) -> String {
-    serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    let text = serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"));
+    escape_json_for_terminal(&text).into_owned()
 }

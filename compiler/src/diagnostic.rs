@@ -4,7 +4,9 @@
 //! a [`Problem`]; a pass collects as many as it can ([`Problems`]) so a user fixes them
 //! in one round rather than one per run.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::fmt::Write as _;
 use std::sync::Arc;
 
 use miette::{Diagnostic, LabeledSpan, NamedSource, SourceCode, SourceSpan};
@@ -255,6 +257,155 @@ impl Collector {
     }
 }
 
+/// Whether a character must not reach a terminal as it is: a control character (C0 but
+/// the newline, DEL, C1), which can move the cursor, clear the screen or retitle the
+/// window, or a bidirectional formatting character (the marks, embeddings, overrides
+/// and isolates, and the BOM), which can make a line read other than it is. The set
+/// [`crate::kdlread::quote`] escapes in the documents vmc writes.
+pub fn unsafe_on_terminal(c: char) -> bool {
+    (c.is_control() && c != '\n')
+        || matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// `text` with every character [`unsafe_on_terminal`] written as `\u{…}` (lowercase hex,
+/// as in Rust and KDL), so that text from an input shows what it holds and does nothing
+/// to the terminal. Newlines stay: they are the structure of a message.
+pub fn escape_for_terminal(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(unsafe_on_terminal) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if unsafe_on_terminal(c) {
+            push_escape(&mut out, c);
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn push_escape(out: &mut String, c: char) {
+    let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+}
+
+/// JSON text with every character [`unsafe_on_terminal`] written as a JSON escape
+/// (`\u001b`): the same JSON value, spelled so that it is safe to print. Outside strings
+/// JSON has only space, tab, CR and LF, which are left as they are.
+pub fn escape_json_for_terminal(json: &str) -> Cow<'_, str> {
+    if !json.chars().any(|c| unsafe_on_terminal(c) && !matches!(c, '\t' | '\r')) {
+        return Cow::Borrowed(json);
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if unsafe_on_terminal(c) && !matches!(c, '\t' | '\r') {
+            // Every such character is in the Basic Multilingual Plane: one UTF-16 unit.
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Copies of `problems` that are safe to print on a terminal (see
+/// [`escape_for_terminal`]): message, labels and help escaped, and each source too, its
+/// name and text, with the spans moved to the same text in the escaped copy. A renderer
+/// such as miette prints source lines as they are; these have nothing left to escape,
+/// so its own colours stay. Each source is escaped once, however many problems point
+/// into it.
+pub fn for_terminal(problems: &[Problem]) -> Vec<Problem> {
+    let mut sources: Vec<(*const u8, EscapedSource)> = Vec::new();
+    problems
+        .iter()
+        .map(|p| {
+            let source = p.source.as_ref().map(|s| {
+                let key = s.text.as_ptr();
+                match sources.iter().position(|(k, _)| *k == key) {
+                    Some(i) => i,
+                    None => {
+                        sources.push((key, EscapedSource::new(s)));
+                        sources.len() - 1
+                    }
+                }
+            });
+            let escaped = source.map(|i| &sources[i].1);
+            let span = |span: SourceSpan| escaped.map_or(span, |e| e.span(span));
+            Problem {
+                code: p.code,
+                message: escape_for_terminal(&p.message).into_owned(),
+                source: escaped.map(|e| e.file.clone()),
+                span: p.span.map(span),
+                label: p.label.as_deref().map(|l| escape_for_terminal(l).into_owned()),
+                help: p.help.as_deref().map(|h| escape_for_terminal(h).into_owned()),
+                related: p
+                    .related
+                    .iter()
+                    .map(|(s, l)| (span(*s), escape_for_terminal(l).into_owned()))
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// A source with its name and text escaped for a terminal, and where its text moved.
+struct EscapedSource {
+    file: SourceFile,
+    /// For each escaped character: the offset just past it in the original text, and
+    /// how many bytes longer the copy is up to there.
+    growth: Vec<(usize, usize)>,
+}
+
+impl EscapedSource {
+    fn new(source: &SourceFile) -> EscapedSource {
+        let text = source.text();
+        let name = escape_for_terminal(source.name());
+        // Tabs stay (a renderer expands them), and so do CRLF line ends (it splits lines
+        // at them); a lone CR would return the cursor, so it is escaped.
+        let bytes = text.as_bytes();
+        let escape =
+            |i: usize, c: char| unsafe_on_terminal(c) && c != '\t' && !(c == '\r' && bytes.get(i + 1) == Some(&b'\n'));
+        if !text.char_indices().any(|(i, c)| escape(i, c)) {
+            let file = match name {
+                Cow::Borrowed(_) => source.clone(),
+                Cow::Owned(name) => SourceFile::new(name, text),
+            };
+            return EscapedSource {
+                file,
+                growth: Vec::new(),
+            };
+        }
+        let mut out = String::with_capacity(text.len() + 64);
+        let mut growth = Vec::new();
+        for (i, c) in text.char_indices() {
+            if escape(i, c) {
+                let before = out.len();
+                push_escape(&mut out, c);
+                let total = growth.last().map_or(0, |&(_, g)| g) + (out.len() - before) - c.len_utf8();
+                growth.push((i + c.len_utf8(), total));
+            } else {
+                out.push(c);
+            }
+        }
+        EscapedSource {
+            file: SourceFile::new(name, out),
+            growth,
+        }
+    }
+
+    /// Where an offset of the original text is in the copy.
+    fn offset(&self, offset: usize) -> usize {
+        let before = self.growth.partition_point(|&(end, _)| end <= offset);
+        offset + before.checked_sub(1).map_or(0, |i| self.growth[i].1)
+    }
+
+    fn span(&self, span: SourceSpan) -> SourceSpan {
+        let start = self.offset(span.offset());
+        let end = self.offset(span.offset() + span.len());
+        SourceSpan::from((start, end - start))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,5 +425,63 @@ mod tests {
         let known = ["host-uso", "guest-uso4", "csum"];
         assert_eq!(did_you_mean("host-usoo", known), Some("host-uso"));
         assert_eq!(did_you_mean("completely-different", known), None);
+    }
+
+    const HOSTILE: &str = "\u{1b}]0;PWNED\u{7}\u{1b}[2J";
+
+    #[test]
+    fn terminal_escapes_cover_controls_and_bidi_but_keep_newlines() {
+        assert_eq!(escape_for_terminal(HOSTILE), r"\u{1b}]0;PWNED\u{7}\u{1b}[2J");
+        assert_eq!(
+            escape_for_terminal("a\tb\rc\u{7f}d\u{85}e\u{9b}f\u{202e}g\u{2066}h\u{feff}i"),
+            r"a\u{9}b\u{d}c\u{7f}d\u{85}e\u{9b}f\u{202e}g\u{2066}h\u{feff}i"
+        );
+        assert_eq!(escape_for_terminal("two\nlines é ✓"), "two\nlines é ✓");
+        assert!(matches!(escape_for_terminal("plain"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn json_escapes_keep_the_value() {
+        let value = serde_json::json!({ "name": format!("{HOSTILE}\u{85}\u{202e}\u{7f}") });
+        let text = serde_json::to_string_pretty(&value).unwrap();
+        let safe = escape_json_for_terminal(&text);
+        assert!(!safe.chars().any(|c| unsafe_on_terminal(c) && c != '\t'), "{safe}");
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&safe).unwrap(), value);
+    }
+
+    #[test]
+    fn problems_for_terminal_escape_text_and_move_spans() {
+        // A raw ESC and a right-to-left override before the span, a tab and CRLF kept.
+        let text = "a \u{1b}[2J\u{202e} {\r\n\tbad \"\u{7}\"\r\n}\u{85}\n";
+        let source = SourceFile::new("/tmp/\u{1b}]0;x\u{7}.kdl", text);
+        let at = text.find("bad").unwrap();
+        let p = Problem::new("vmc::test", format!("unknown node `{HOSTILE}`"))
+            .at(&source, SourceSpan::from((at, "bad \"\u{7}\"".len())))
+            .label(format!("here {HOSTILE}"))
+            .also(SourceSpan::from((0, 1)), "\u{9b}first")
+            .help("\u{202e}fix");
+        let other = Problem::new("vmc::test", "second").at(&source, SourceSpan::from((text.len(), 0)));
+        let safe = for_terminal(&[p, other]);
+        let s = &safe[0];
+        assert_eq!(s.message, r"unknown node `\u{1b}]0;PWNED\u{7}\u{1b}[2J`");
+        assert_eq!(s.help.as_deref(), Some(r"\u{202e}fix"));
+        assert_eq!(s.related[0].1, r"\u{9b}first");
+        let copy = s.source.as_ref().unwrap();
+        assert_eq!(copy.name(), r"/tmp/\u{1b}]0;x\u{7}.kdl");
+        assert!(!copy
+            .text()
+            .chars()
+            .any(|c| unsafe_on_terminal(c) && !matches!(c, '\t' | '\r')));
+        assert!(copy.text().contains("\r\n\tbad"));
+        let span = s.span.unwrap();
+        assert_eq!(
+            &copy.text()[span.offset()..span.offset() + span.len()],
+            r#"bad "\u{7}""#
+        );
+        assert_eq!(&copy.text()[..1], "a");
+        assert_eq!(s.related[0].0, SourceSpan::from((0, 1)));
+        // Both problems share one escaped copy; an offset at the end stays at the end.
+        let end = safe[1].span.unwrap();
+        assert_eq!(end.offset(), safe[1].source.as_ref().unwrap().text().len());
     }
 }
