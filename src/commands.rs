@@ -4,10 +4,11 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use vmc_compiler::check::{Host, Verdict};
 use vmc_compiler::{AbiDocument, CompileInput, Platform, PlatformRegistry, SourceFile};
 
 use crate::files::{read_document, read_source, registry, spec_dir, write_output};
-use crate::hosts::{load_hosts, measure_host};
+use crate::hosts::{load_hosts, measure_host, unmeasured_lines, MEASURE_IN_FULL};
 use crate::{Failure, PlatformPaths};
 
 pub(crate) fn compile(
@@ -24,7 +25,16 @@ pub(crate) fn compile(
         (Some(name), _) => (registry.lookup(name)?, Vec::new(), false),
         (None, false) => {
             let hosts = load_hosts(&registry, pool)?;
-            let refs: Vec<&vmc_compiler::Platform> = hosts.iter().map(|(_, h)| h).collect();
+            let unmeasured: String = hosts
+                .iter()
+                .map(|(label, h)| unmeasured_lines(label, &h.unmeasured))
+                .collect();
+            if !unmeasured.is_empty() {
+                return Err(Failure::Message(format!(
+                    "cannot tell which platform every host of the pool supports: some were not measured in full; nothing written\n{unmeasured}probe them again: {MEASURE_IN_FULL}"
+                )));
+            }
+            let refs: Vec<&vmc_compiler::Platform> = hosts.iter().map(|(_, h)| &h.platform).collect();
             let chosen = vmc_compiler::check::choose_platform(&registry, &refs).ok_or_else(|| {
                 Failure::Message(
                     "no known platform is supported by every host of the pool; see `vmc platforms --host` on each"
@@ -52,16 +62,16 @@ pub(crate) fn compile(
     let host_cpu = if pool_given {
         None
     } else {
-        hosts.first().and_then(|(_, h)| h.cpu_features.as_ref())
+        hosts.first().and_then(|(_, h)| h.platform.cpu_features.as_ref())
     };
     let doc = compile_spec(&source, spec_path, platform, &registry, host_cpu)?;
     // Every host must be able to run the result (the CPU model above all): for a pool
     // that is the point; for this host, a warning, as the VM may be meant for elsewhere.
     let mut refusals = String::new();
     for (name, host) in &hosts {
-        let shortfalls = vmc_compiler::check::shortfalls(&doc, host);
-        if !shortfalls.is_empty() {
-            refusals += &vmc_compiler::check::render(&shortfalls, name);
+        let assessment = vmc_compiler::check::assess(&doc, host);
+        if assessment.verdict() != Verdict::CanRun {
+            refusals += &vmc_compiler::check::render_assessment(&assessment, name);
         }
     }
     if !refusals.is_empty() {
@@ -90,9 +100,16 @@ pub(crate) fn compile(
     Ok(0)
 }
 
-/// The platform vmc compiles for on this host when none is named.
-fn platform_for_host<'a>(registry: &'a PlatformRegistry, host: &Platform) -> Result<&'a Platform, Failure> {
-    vmc_compiler::check::choose_platform(registry, &[host]).ok_or_else(|| {
+/// The platform vmc compiles for on this host when none is named: it cannot be told when
+/// the host was not measured in full.
+fn platform_for_host<'a>(registry: &'a PlatformRegistry, host: &Host) -> Result<&'a Platform, Failure> {
+    if !host.unmeasured.is_empty() {
+        return Err(Failure::Message(format!(
+            "cannot tell which platform this host supports: it was not measured in full\n{}pass --platform NAME; {MEASURE_IN_FULL}",
+            unmeasured_lines("this host", &host.unmeasured)
+        )));
+    }
+    vmc_compiler::check::choose_platform(registry, &[&host.platform]).ok_or_else(|| {
         Failure::Message(format!(
             "this host supports none of the known platforms ({}); see `vmc platforms --host`, or pass --platform NAME",
             registry.names().collect::<Vec<_>>().join(", ")
@@ -124,7 +141,7 @@ pub(crate) fn run_vm(file: &Path, paths: &PlatformPaths, stats: bool) -> Result<
         let source = read_source(file)?;
         let registry = registry(paths)?;
         let platform = platform_for_host(&registry, &host)?;
-        let doc = compile_spec(&source, file, platform, &registry, host.cpu_features.as_ref())?;
+        let doc = compile_spec(&source, file, platform, &registry, host.platform.cpu_features.as_ref())?;
         errln!(
             "compiled {} for `{}`: running {}",
             file.display(),

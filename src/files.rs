@@ -76,7 +76,7 @@ pub(crate) fn registry(paths: &PlatformPaths) -> Result<PlatformRegistry, Failur
             .collect();
         found.sort();
         for path in found {
-            files.push(read_source(&path)?);
+            files.push(vmc_compiler::check::platform_file(&read_source(&path)?)?);
         }
     }
     Ok(PlatformRegistry::with_files(&files)?)

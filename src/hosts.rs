@@ -2,20 +2,35 @@
 
 use std::path::{Path, PathBuf};
 
+use vmc_compiler::check::{self, Host, Unmeasured, Verdict};
 use vmc_compiler::{platform, PlatformRegistry};
 
 use crate::files::{read_document, read_source, registry};
 use crate::{pretty, Failure, PlatformPaths};
 
-/// This host, measured, as a platform.
-pub(crate) fn measure_host() -> vmc_compiler::Platform {
-    vmc_runtime::host::HostProbe::measure().to_platform(vmc_runtime::host::platform::DEFAULT_NAME)
+/// This host, measured: what it has, what could not be measured, and its RAM.
+pub(crate) fn measure_host() -> Host {
+    vmc_runtime::host::HostProbe::measure().to_host(vmc_runtime::host::platform::DEFAULT_NAME)
 }
 
+/// One line per part of `host` not measured: `LABEL: PART not measured: WHY`.
+pub(crate) fn unmeasured_lines(label: &str, unmeasured: &[Unmeasured]) -> String {
+    unmeasured
+        .iter()
+        .map(|u| format!("{label}: {} not measured: {}\n", u.part, u.why))
+        .collect()
+}
+
+/// What to do about a host not measured in full.
+pub(crate) const MEASURE_IN_FULL: &str =
+    "vmc measures a host in full where it can open /dev/kvm and /dev/net/tun and create a TAP (as root)";
+
+/// `vmc probe`: exit 0 when every part was measured; 1 when some could not be (the
+/// document is printed all the same, its `unmeasured` naming each part and why).
 pub(crate) fn probe(name: &str, json: bool) -> Result<u8, Failure> {
     let probe = vmc_runtime::host::HostProbe::measure();
-    let platform = probe.to_platform(name);
-    let unmeasured = probe.unmeasured();
+    let host = probe.to_host(name);
+    let platform = &host.platform;
     if json {
         let kvm = probe.kvm.as_ref().ok();
         outln!(
@@ -30,22 +45,23 @@ pub(crate) fn probe(name: &str, json: bool) -> Result<u8, Failure> {
                 "kvm-api-version": kvm.map(|k| k.api_version),
                 "kvm-capabilities": platform.kvm_capabilities,
                 "cpu-features": platform.cpu_features,
-                "unmeasured": unmeasured,
+                "unmeasured": check::unmeasured_json(&host.unmeasured),
             }))
         );
     } else {
         if let Ok(k) = &probe.kernel {
             outln!("// kernel release {}", k.release);
         }
-        for u in &unmeasured {
-            outln!("// not measured: {u}");
-        }
-        out!("{}", platform::to_kdl(&platform));
+        out!("{}", check::probe_kdl(&host));
     }
-    for u in &unmeasured {
-        errln!("warning: not measured: {u}");
+    if host.unmeasured.is_empty() {
+        return Ok(0);
     }
-    Ok(0)
+    errln!(
+        "vmc probe: this host was not measured in full; its probe lists what is missing as `unmeasured`, not as absent\n{}{MEASURE_IN_FULL}",
+        unmeasured_lines("this host", &host.unmeasured)
+    );
+    Ok(1)
 }
 
 pub(crate) fn platforms(registry: &PlatformRegistry, json: bool) -> Result<(), Failure> {
@@ -90,25 +106,29 @@ pub(crate) fn platforms(registry: &PlatformRegistry, json: bool) -> Result<(), F
     Ok(())
 }
 
-pub(crate) fn platforms_for_host(
-    registry: &PlatformRegistry,
-    host: &vmc_compiler::Platform,
-    json: bool,
-) -> Result<(), Failure> {
-    let rows: Vec<(&vmc_compiler::Platform, Vec<(vmc_compiler::check::Group, String)>)> = registry
+pub(crate) fn platforms_for_host(registry: &PlatformRegistry, host: &Host, json: bool) -> Result<(), Failure> {
+    let rows: Vec<(&vmc_compiler::Platform, check::PlatformFit)> = registry
         .by_age()
         .into_iter()
-        .map(|p| (p, vmc_compiler::check::platform_missing(p, host)))
+        .map(|p| (p, check::platform_fit(p, host)))
         .collect();
+    if !host.unmeasured.is_empty() {
+        errln!(
+            "warning: this host was not measured in full, so for some platforms vmc cannot tell\n{}",
+            unmeasured_lines("this host", &host.unmeasured).trim_end()
+        );
+    }
+    let group = |g: &check::Group| g.to_string().to_lowercase();
     if json {
         let list: Vec<serde_json::Value> = rows
             .iter()
-            .map(|(p, missing)| {
+            .map(|(p, fit)| {
                 serde_json::json!({
                     "name": p.name,
                     "kernel": p.kernel.to_string(),
-                    "supported": missing.is_empty(),
-                    "missing": missing.iter().map(|(g, c)| format!("{} {c}", g.to_string().to_lowercase())).collect::<Vec<_>>(),
+                    "supported": fit.verdict() == Verdict::CanRun,
+                    "missing": fit.missing.iter().map(|(g, c)| format!("{} {c}", group(g))).collect::<Vec<_>>(),
+                    "unmeasured": fit.unknown.iter().map(|(u, _)| u.part.name()).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -116,83 +136,100 @@ pub(crate) fn platforms_for_host(
         return Ok(());
     }
     let width = rows.iter().map(|(p, _)| p.name.len()).max().unwrap_or(0);
-    for (p, missing) in rows {
-        if missing.is_empty() {
-            outln!("{:width$}  supported", p.name);
-        } else {
-            let what: Vec<String> = missing.iter().map(|(g, c)| format!("{g} {c}")).collect();
-            outln!("{:width$}  not supported: this host lacks {}", p.name, what.join(", "));
+    for (p, fit) in rows {
+        match fit.verdict() {
+            Verdict::CanRun => outln!("{:width$}  supported", p.name),
+            Verdict::CannotRun => {
+                let what: Vec<String> = fit.missing.iter().map(|(g, c)| format!("{g} {c}")).collect();
+                outln!("{:width$}  not supported: this host lacks {}", p.name, what.join(", "));
+            }
+            Verdict::CannotTell => {
+                let parts: Vec<&str> = fit.unknown.iter().map(|(u, _)| u.part.name()).collect();
+                outln!("{:width$}  cannot tell: not measured: {}", p.name, parts.join(", "));
+            }
         }
     }
     Ok(())
 }
 
 /// Reads host descriptions (probe files), each with the name it is shown under.
-pub(crate) fn load_hosts(
-    registry: &PlatformRegistry,
-    files: &[PathBuf],
-) -> Result<Vec<(String, vmc_compiler::Platform)>, Failure> {
+pub(crate) fn load_hosts(registry: &PlatformRegistry, files: &[PathBuf]) -> Result<Vec<(String, Host)>, Failure> {
     let mut hosts = Vec::new();
     for file in files {
-        let host = registry.load_host(&read_source(file)?)?;
-        if host.cpu_features.is_none() {
+        let host = check::load_host(registry, &read_source(file)?)?;
+        if host.platform.cpu_features.is_none() {
             return Err(Failure::Message(format!(
                 "{} states no cpu-features, so no CPU model can be checked against it; use a file from `vmc probe`",
                 file.display()
             )));
         }
-        hosts.push((format!("{} ({})", file.display(), host.name), host));
+        hosts.push((format!("{} ({})", file.display(), host.platform.name), host));
     }
     Ok(hosts)
 }
 
+/// `vmc place`: exit 0 when some host can run the document; 1 when none can; 2 when none
+/// is known to, but some could not be told (their probes did not measure what it needs).
 pub(crate) fn place(file: &Path, files: &[PathBuf], paths: &PlatformPaths, json: bool) -> Result<u8, Failure> {
     let doc = read_document(file)?;
     let registry = registry(paths)?;
     let hosts = load_hosts(&registry, files)?;
-    let results: Vec<(&str, &Path, Vec<vmc_compiler::check::Shortfall>)> = hosts
+    let results: Vec<(&str, &Path, &Host, check::Assessment)> = hosts
         .iter()
         .zip(files)
-        .map(|((label, host), path)| {
-            (
-                label.as_str(),
-                path.as_path(),
-                vmc_compiler::check::shortfalls(&doc, host),
-            )
-        })
+        .map(|((label, host), path)| (label.as_str(), path.as_path(), host, check::assess(&doc, host)))
         .collect();
     if json {
         let list: Vec<serde_json::Value> = results
             .iter()
-            .zip(&hosts)
-            .map(|((_, path, shortfalls), (_, host))| {
+            .map(|(_, path, host, a)| {
                 serde_json::json!({
                     "file": path.display().to_string(),
-                    "host": host.name,
-                    "can-run": shortfalls.is_empty(),
-                    "missing": shortfalls.iter().map(|s| serde_json::json!({
+                    "host": host.platform.name,
+                    "can-run": a.verdict() == Verdict::CanRun,
+                    "verdict": match a.verdict() {
+                        Verdict::CanRun => "can-run",
+                        Verdict::CannotRun => "cannot-run",
+                        Verdict::CannotTell => "cannot-tell",
+                    },
+                    "missing": a.missing.iter().map(|s| serde_json::json!({
                         "group": s.group.to_string().to_lowercase(),
                         "capability": s.capability,
                         "needed-by": s.needed_by,
+                    })).collect::<Vec<_>>(),
+                    "unmeasured": a.unknown.iter().map(|(u, needed)| serde_json::json!({
+                        "what": u.part.name(),
+                        "why": u.why,
+                        "needed": needed.iter().map(|s| s.capability.as_str()).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
                 })
             })
             .collect();
         outln!("{}", pretty(&serde_json::Value::Array(list)));
     } else {
-        for (label, _, shortfalls) in &results {
-            if shortfalls.is_empty() {
-                outln!("{label}: can run {}", doc.hash);
-            } else {
-                outln!("{label}: cannot run it");
-                for line in vmc_compiler::check::render(shortfalls, "  host").lines() {
-                    outln!("  {line}");
+        for (label, _, _, a) in &results {
+            match a.verdict() {
+                Verdict::CanRun => {
+                    outln!("{label}: can run {}", doc.hash);
+                    continue;
                 }
+                Verdict::CannotRun => outln!("{label}: cannot run it"),
+                Verdict::CannotTell => {
+                    let parts: Vec<&str> = a.unknown.iter().map(|(u, _)| u.part.name()).collect();
+                    outln!("{label}: cannot tell: not measured: {}", parts.join(", "));
+                }
+            }
+            for line in check::render_assessment(a, "  host").lines() {
+                outln!("  {line}");
             }
         }
     }
-    Ok(if results.iter().any(|(_, _, s)| s.is_empty()) {
+    let verdicts: Vec<Verdict> = results.iter().map(|(_, _, _, a)| a.verdict()).collect();
+    Ok(if verdicts.contains(&Verdict::CanRun) {
         0
+    } else if verdicts.contains(&Verdict::CannotTell) {
+        errln!("no host is known to be able to run it: some probes did not measure what it needs");
+        2
     } else {
         1
     })

@@ -41,6 +41,7 @@ mod lower_cmd;
 use commands::{compile, run_vm};
 use files::{flush_stdout, read_document, registry, write_output};
 use hosts::{measure_host, place, platforms, platforms_for_host, probe};
+use vmc_compiler::check::Verdict;
 use vmc_compiler::diagnostic::{escape_for_terminal, escape_json_for_terminal, unsafe_on_terminal, Problem};
 use vmc_compiler::{machine, Problems};
 
@@ -125,7 +126,8 @@ enum Command {
     Platforms {
         #[command(flatten)]
         paths: PlatformPaths,
-        /// Probe this host and say which platforms it supports, and what it lacks for the others.
+        /// Probe this host and say which platforms it supports, what it lacks for the
+        /// others, and for which it cannot tell (a part of the host not measured).
         #[arg(long)]
         host: bool,
         #[arg(long)]
@@ -133,6 +135,12 @@ enum Command {
     },
     /// Measure this host (kernel, TAP offloads, KVM capabilities, CPU features KVM can
     /// give a guest) and print it as a platform document, usable with --platform-path.
+    ///
+    /// A part that cannot be measured (without root, or without access to /dev/kvm or
+    /// /dev/net/tun) is listed in the document as `unmeasured`, with why, and said on
+    /// stderr: other commands then say "cannot tell" rather than "missing". Exit 0 when
+    /// every part was measured; 1 when some could not be (the document is printed all
+    /// the same); 2 on an error.
     Probe {
         /// The platform name to give this host.
         #[arg(long, default_value = vmc_runtime::host::platform::DEFAULT_NAME)]
@@ -140,11 +148,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Can this host run FILE? Exit 0 if so; 1 and every missing capability if not.
+    /// Can this host run FILE? Exit 0 if so; 1 and every missing capability if not; 2
+    /// when it cannot be told (a capability it needs is in a part of this host that could
+    /// not be measured, such as without access to /dev/kvm) or on an error.
     Check { file: PathBuf },
     /// Execute FILE on KVM, exactly as the document says, or refuse before creating
     /// anything. A spec (.kdl) is compiled for this host first. Exits with the guest's
     /// exit code (debug-exit port 0xf4; 128+N when stopped by signal N).
+    ///
+    /// Refuses (exit 2) when this host lacks a capability the document needs, or when
+    /// one could not be measured (no access to /dev/kvm or /dev/net/tun).
     Run {
         file: PathBuf,
         #[command(flatten)]
@@ -164,7 +177,9 @@ enum Command {
         output: PathBuf,
     },
     /// Which of these hosts (probe files from `vmc probe`) can run FILE, and why not the
-    /// others. Exit 0 if at least one can, 1 if none can.
+    /// others ("cannot tell" for a host whose probe did not measure what FILE needs).
+    /// Exit 0 if at least one can; 1 if none can; 2 if none is known to (some cannot be
+    /// told) or on an error.
     Place {
         file: PathBuf,
         #[arg(value_name = "PROBE", required = true)]
@@ -237,7 +252,7 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_ERROR)
         }
         Err(Failure::Message(m)) => {
-            errln!("error: {m}");
+            errln!("error: {}", m.trim_end());
             ExitCode::from(EXIT_ERROR)
         }
         Err(Failure::Stdout(e)) => ExitCode::from(stdout_failed(&e.to_string(), e.kind() == ErrorKind::BrokenPipe)),
@@ -379,13 +394,23 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Check { file } => {
             let doc = read_document(&file)?;
             let host = measure_host();
-            let shortfalls = vmc_compiler::check::shortfalls(&doc, &host);
-            if shortfalls.is_empty() {
-                outln!("this host can run {} ({})", file.display(), doc.hash);
-                Ok(0)
-            } else {
-                out!("{}", vmc_compiler::check::render(&shortfalls, "this host"));
-                Ok(1)
+            let assessment = vmc_compiler::check::assess(&doc, &host);
+            let reasons = vmc_compiler::check::render_assessment(&assessment, "this host");
+            match assessment.verdict() {
+                Verdict::CanRun => {
+                    outln!("this host can run {} ({})", file.display(), doc.hash);
+                    Ok(0)
+                }
+                Verdict::CannotRun => {
+                    out!("{reasons}");
+                    Ok(1)
+                }
+                Verdict::CannotTell => Err(Failure::Message(format!(
+                    "cannot tell whether this host can run {}: what it needs was not measured\n{}\n{}",
+                    file.display(),
+                    reasons.trim_end(),
+                    hosts::MEASURE_IN_FULL
+                ))),
             }
         }
         Command::Lower { file, to, json } => {

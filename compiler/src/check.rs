@@ -6,7 +6,11 @@
 
 use std::fmt;
 
+use miette::SourceSpan;
+
+use crate::diagnostic::{choices_help, Collector, Problem, Problems, SourceFile};
 use crate::document::AbiDocument;
+use crate::kdlread::{self, NodeReader};
 use crate::platform::{Platform, PlatformRegistry};
 
 /// The kind of host capability.
@@ -24,6 +28,86 @@ impl fmt::Display for Group {
             Group::Tap => "TAP",
             Group::Kvm => "KVM",
         })
+    }
+}
+
+/// A part of a host as a probe measures it; each is a field of a probe file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Part {
+    Kernel,
+    TapOffloads,
+    KvmCapabilities,
+    CpuFeatures,
+}
+
+impl Part {
+    pub const ALL: [Part; 4] = [
+        Part::Kernel,
+        Part::TapOffloads,
+        Part::KvmCapabilities,
+        Part::CpuFeatures,
+    ];
+
+    /// Its field in a probe file: `kernel`, `tap-offloads`, `kvm-capabilities`, `cpu-features`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Part::Kernel => "kernel",
+            Part::TapOffloads => "tap-offloads",
+            Part::KvmCapabilities => "kvm-capabilities",
+            Part::CpuFeatures => "cpu-features",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Part> {
+        Part::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// The part that says whether a host has the capabilities of `group`.
+    pub fn of(group: Group) -> Part {
+        match group {
+            Group::Cpu => Part::CpuFeatures,
+            Group::Tap => Part::TapOffloads,
+            Group::Kvm => Part::KvmCapabilities,
+        }
+    }
+}
+
+impl fmt::Display for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A part of a host that could not be measured, and why (such as `cannot open /dev/kvm:
+/// EACCES (Permission denied): ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unmeasured {
+    pub part: Part,
+    pub why: String,
+}
+
+/// A host as a probe describes it: what it was measured to have, as a platform, and the
+/// parts that could not be measured. The list of such a part in `platform` is empty for
+/// want of a measurement, not because the host lacks what it would list: a needed
+/// capability there is unknown, not missing.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub platform: Platform,
+    pub unmeasured: Vec<Unmeasured>,
+}
+
+impl Host {
+    /// A host measured in full.
+    pub fn measured(platform: Platform) -> Host {
+        Host {
+            platform,
+            unmeasured: Vec::new(),
+        }
+    }
+
+    /// Why `part` was not measured, if it was not.
+    pub fn unmeasured(&self, part: Part) -> Option<&Unmeasured> {
+        self.unmeasured.iter().find(|u| u.part == part)
     }
 }
 
@@ -89,6 +173,93 @@ pub fn shortfalls(doc: &AbiDocument, host: &Platform) -> Vec<Shortfall> {
     }
     out.sort_by_key(|s| s.group);
     out
+}
+
+/// Whether a host can run a document, as far as it was measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assessment {
+    /// What the host lacks, measured.
+    pub missing: Vec<Shortfall>,
+    /// Each part of the host that was not measured and that the document needs, with
+    /// the capabilities it needs there.
+    pub unknown: Vec<(Unmeasured, Vec<Shortfall>)>,
+}
+
+/// The answer of an [`Assessment`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    CanRun,
+    /// The host lacks something the document needs (whatever was not measured).
+    CannotRun,
+    /// Nothing measured is missing, but something needed was not measured.
+    CannotTell,
+}
+
+impl Assessment {
+    pub fn verdict(&self) -> Verdict {
+        if !self.missing.is_empty() {
+            Verdict::CannotRun
+        } else if !self.unknown.is_empty() {
+            Verdict::CannotTell
+        } else {
+            Verdict::CanRun
+        }
+    }
+}
+
+/// Whether `host` can run `doc`: the [`shortfalls`] of what was measured are missing;
+/// those in a part that was not measured are unknown.
+pub fn assess(doc: &AbiDocument, host: &Host) -> Assessment {
+    let mut missing = Vec::new();
+    let mut unknown: Vec<(Unmeasured, Vec<Shortfall>)> = Vec::new();
+    for s in shortfalls(doc, &host.platform) {
+        match host.unmeasured(Part::of(s.group)) {
+            None => missing.push(s),
+            Some(u) => match unknown.iter_mut().find(|(k, _)| k.part == u.part) {
+                Some((_, list)) => list.push(s),
+                None => unknown.push((u.clone(), vec![s])),
+            },
+        }
+    }
+    Assessment { missing, unknown }
+}
+
+/// What `host` lacks of what `platform` promises (measured), and the parts not measured
+/// in which it might lack more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformFit {
+    pub missing: Vec<(Group, String)>,
+    pub unknown: Vec<(Unmeasured, Vec<String>)>,
+}
+
+impl PlatformFit {
+    pub fn verdict(&self) -> Verdict {
+        if !self.missing.is_empty() {
+            Verdict::CannotRun
+        } else if !self.unknown.is_empty() {
+            Verdict::CannotTell
+        } else {
+            Verdict::CanRun
+        }
+    }
+}
+
+/// [`platform_missing`], for a host that may not have been measured in full.
+pub fn platform_fit(platform: &Platform, host: &Host) -> PlatformFit {
+    let mut fit = PlatformFit {
+        missing: Vec::new(),
+        unknown: Vec::new(),
+    };
+    for (group, capability) in platform_missing(platform, &host.platform) {
+        match host.unmeasured(Part::of(group)) {
+            None => fit.missing.push((group, capability)),
+            Some(u) => match fit.unknown.iter_mut().find(|(k, _)| k.part == u.part) {
+                Some((_, list)) => list.push(capability),
+                None => fit.unknown.push((u.clone(), vec![capability])),
+            },
+        }
+    }
+    fit
 }
 
 /// What `host` lacks of what `platform` promises; empty when the host satisfies it.
@@ -166,6 +337,235 @@ pub fn render(shortfalls: &[Shortfall], host: &str) -> String {
         }
     }
     out
+}
+
+/// An assessment for people: what is missing ([`render`]), then each part not measured,
+/// why, and what is needed there.
+pub fn render_assessment(assessment: &Assessment, host: &str) -> String {
+    let mut out = render(&assessment.missing, host);
+    for (u, needed) in &assessment.unknown {
+        let caps: Vec<&str> = needed.iter().map(|s| s.capability.as_str()).collect();
+        out += &format!("{host}: {} not measured: {}\n", u.part, u.why);
+        out += &format!(
+            "    so cannot tell whether it has the {} needed: {}\n",
+            count(caps.len(), &needed[0].group.to_string()),
+            caps.join(", ")
+        );
+    }
+    out
+}
+
+/// "1 CPU capability", "28 CPU capabilities".
+fn count(n: usize, group: &str) -> String {
+    format!("{n} {group} capabilit{}", if n == 1 { "y" } else { "ies" })
+}
+
+/// The node of a platform in a KDL probe file that lists the parts not measured:
+/// `unmeasured { cpu-features "why"; ... }`.
+const UNMEASURED: &str = "unmeasured";
+
+/// A probe file (KDL or JSON, as `vmc probe` writes it) as a host. The parts it records
+/// as not measured are read here, the rest by [`PlatformRegistry::load_host`]: in KDL, an
+/// `unmeasured { PART "why" ... }` block in the platform; in JSON, `"unmeasured": [{"what":
+/// PART, "why": "..."}]` (a plain sentence, as earlier versions wrote, counts as every
+/// part not measured). PART is `kernel`, `tap-offloads`, `kvm-capabilities` or
+/// `cpu-features`.
+pub fn load_host(registry: &PlatformRegistry, source: &SourceFile) -> Result<Host, Problems> {
+    if source.name().ends_with(".json") {
+        let platform = registry.load_host(source)?;
+        let unmeasured = json_unmeasured(source)?;
+        return Ok(Host { platform, unmeasured });
+    }
+    let (platform_text, unmeasured, _) = kdl_unmeasured(source)?;
+    let platform = registry.load_host(&platform_text)?;
+    Ok(Host { platform, unmeasured })
+}
+
+/// A platform file that may be a probe file: the source to read as a platform. A probe
+/// of a host that was not measured in full is refused, as its lists are short of what
+/// the host has; an empty `unmeasured` block is dropped.
+pub fn platform_file(source: &SourceFile) -> Result<SourceFile, Problems> {
+    let (text, unmeasured, block) = kdl_unmeasured(source)?;
+    let Some(block) = block.filter(|_| !unmeasured.is_empty()) else {
+        return Ok(text);
+    };
+    let parts: Vec<&str> = unmeasured.iter().map(|u| u.part.name()).collect();
+    Err(Problem::new(
+        "vmc::platform::unmeasured",
+        format!(
+            "{} is a probe of a host that was not measured in full ({}), so it cannot serve as a platform: its lists are short of what the host has",
+            source.name(),
+            parts.join(", ")
+        ),
+    )
+    .at(source, block)
+    .label("not measured")
+    .help("probe the host again where vmc can open /dev/kvm and /dev/net/tun and create a TAP (as root)")
+    .into())
+}
+
+/// The parts a KDL probe file lists as not measured, the file without that block
+/// (blanked, so that every other span stays where it was), and where the block was.
+fn kdl_unmeasured(source: &SourceFile) -> Result<(SourceFile, Vec<Unmeasured>, Option<SourceSpan>), Problems> {
+    // A file that does not parse is left for the platform reader to refuse.
+    let Ok(doc) = kdlread::parse(source, "a probe file") else {
+        return Ok((source.clone(), Vec::new(), None));
+    };
+    let mut problems = Collector::default();
+    let mut unmeasured = Vec::new();
+    let mut blocks = Vec::new();
+    for platform in doc.nodes().iter().filter(|n| n.name().value() == "platform") {
+        let blocks_before = blocks.len();
+        for node in NodeReader::new(source, platform).children() {
+            if node.name().value() != UNMEASURED {
+                continue;
+            }
+            let r = NodeReader::new(source, node);
+            if blocks.len() > blocks_before {
+                problems.push(
+                    r.problem(kdlread::DUPLICATE, "`unmeasured` is written twice in one platform")
+                        .label("again")
+                        .help("list every part not measured in one `unmeasured { ... }` block"),
+                );
+            }
+            blocks.push(node.span());
+            if let Some(entry) = node.entries().first() {
+                problems.push(
+                    Problem::new("vmc::platform::unmeasured", "`unmeasured` takes no values")
+                        .at(source, entry.span())
+                        .label("unexpected value")
+                        .help("write one node per part not measured: `unmeasured { cpu-features \"why\" }`"),
+                );
+            }
+            for p in r.refuse_duplicate_children(&[]) {
+                problems.push(p);
+            }
+            for child in r.children() {
+                let c = NodeReader::new(source, child);
+                let Some(part) = Part::from_name(c.name()) else {
+                    let known: Vec<&str> = Part::ALL.iter().map(|p| p.name()).collect();
+                    problems.push(
+                        c.problem(
+                            "vmc::platform::unmeasured",
+                            format!("unknown part `{}` in `unmeasured`", c.name()),
+                        )
+                        .label("unknown part")
+                        .help(choices_help(c.name(), &known, "the parts a probe measures")),
+                    );
+                    continue;
+                };
+                let why = c.no_children().and_then(|_| c.string());
+                if let Some(why) = problems.ok(why) {
+                    unmeasured.push(Unmeasured { part, why: why.value });
+                }
+            }
+        }
+    }
+    problems.finish(())?;
+    let Some(&first) = blocks.first() else {
+        return Ok((source.clone(), unmeasured, None));
+    };
+    let mut bytes = source.text().as_bytes().to_vec();
+    for span in blocks {
+        let mut end = (span.offset() + span.len()).min(bytes.len());
+        // The block's `;`, if it has one, goes with it.
+        let spaces = bytes[end..].iter().take_while(|b| matches!(b, b' ' | b'\t')).count();
+        if bytes.get(end + spaces) == Some(&b';') {
+            end += spaces + 1;
+        }
+        for b in &mut bytes[span.offset()..end] {
+            if *b != b'\n' {
+                *b = b' ';
+            }
+        }
+    }
+    let text = String::from_utf8(bytes).expect("whole characters were blanked with ASCII spaces");
+    Ok((SourceFile::new(source.name(), text), unmeasured, Some(first)))
+}
+
+/// The parts a JSON probe file lists as not measured.
+fn json_unmeasured(source: &SourceFile) -> Result<Vec<Unmeasured>, Problem> {
+    use serde_json::Value as Json;
+    let Ok(value) = serde_json::from_str::<Json>(source.text()) else {
+        return Ok(Vec::new());
+    };
+    let at = source
+        .text()
+        .find("\"unmeasured\"")
+        .map_or(SourceSpan::from((0, 0)), |i| {
+            SourceSpan::from((i, "\"unmeasured\"".len()))
+        });
+    let fail = |message: String| {
+        Problem::new("vmc::platform::unmeasured", message)
+            .at(source, at)
+            .help(r#"write `"unmeasured": [{"what": "cpu-features", "why": "..."}]`, as `vmc probe --json` does"#)
+    };
+    let items = match value.get(UNMEASURED) {
+        None | Some(Json::Null) => return Ok(Vec::new()),
+        Some(Json::Array(items)) => items,
+        Some(_) => return Err(fail("`unmeasured` must be a list".into())),
+    };
+    let mut out = Vec::new();
+    for item in items {
+        match item {
+            Json::String(why) => out.extend(Part::ALL.into_iter().map(|part| Unmeasured { part, why: why.clone() })),
+            Json::Object(o) => {
+                if let Some(key) = o.keys().find(|k| !matches!(k.as_str(), "what" | "why")) {
+                    return Err(fail(format!("unknown key `{key}` in an entry of `unmeasured`")));
+                }
+                let what = o
+                    .get("what")
+                    .and_then(Json::as_str)
+                    .ok_or_else(|| fail("an entry of `unmeasured` names the part not measured in `what`".into()))?;
+                let part = Part::from_name(what).ok_or_else(|| {
+                    let known: Vec<&str> = Part::ALL.iter().map(|p| p.name()).collect();
+                    fail(format!(
+                        "unknown part `{what}` in `unmeasured`; the parts a probe measures: {}",
+                        known.join(", ")
+                    ))
+                })?;
+                let why = o.get("why").and_then(Json::as_str).ok_or_else(|| {
+                    fail(format!(
+                        "the entry of `unmeasured` for `{what}` says why in `why`, a string"
+                    ))
+                })?;
+                out.push(Unmeasured {
+                    part,
+                    why: why.to_string(),
+                });
+            }
+            _ => {
+                return Err(fail(
+                    "`unmeasured` must list objects `{\"what\": PART, \"why\": \"...\"}`".into(),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A host as a probe file in KDL: the platform document ([`crate::platform::to_kdl`]),
+/// with an `unmeasured` block in the platform when some part was not measured.
+pub fn probe_kdl(host: &Host) -> String {
+    let text = crate::platform::to_kdl(&host.platform);
+    if host.unmeasured.is_empty() {
+        return text;
+    }
+    let mut block = String::from("    unmeasured {\n");
+    for u in &host.unmeasured {
+        block += &format!("        {} {}\n", u.part, kdlread::quote(&u.why));
+    }
+    block += "    }\n";
+    let end = text.rfind('}').unwrap_or(text.len());
+    format!("{}{block}{}", &text[..end], &text[end..])
+}
+
+/// A host's parts not measured as JSON: `[{"what": PART, "why": "..."}]`.
+pub fn unmeasured_json(unmeasured: &[Unmeasured]) -> serde_json::Value {
+    unmeasured
+        .iter()
+        .map(|u| serde_json::json!({ "what": u.part.name(), "why": u.why }))
+        .collect()
 }
 
 #[cfg(test)]
@@ -264,5 +664,164 @@ mod tests {
         backport.tap_offloads.extend([TapOffload::Uso4, TapOffload::Uso6]);
         assert_eq!(choose_platform(&reg, &[&backport]).unwrap().name, "linux-6.2");
         assert_eq!(choose_platform(&reg, &[&backport, old]).unwrap().name, "linux-5.10");
+    }
+
+    fn v1_host() -> Host {
+        let v1: Vec<&str> = crate::cpu::expand(crate::cpu::model("x86-64-v1").unwrap());
+        Host::measured(host(
+            &TapOffload::ALL,
+            &v1,
+            &["user-memory", "ext-cpuid", "irqchip", "irqfd"],
+        ))
+    }
+
+    #[test]
+    fn what_was_not_measured_is_unknown_not_missing() {
+        let d = doc("vm \"a\" { cpu-model \"x86-64-v1\"; net \"n\" }", "linux-6.9");
+        let mut h = v1_host();
+        assert_eq!(assess(&d, &h).verdict(), Verdict::CanRun);
+        // No /dev/kvm: no KVM capability and no CPU feature measured.
+        h.platform.kvm_capabilities.clear();
+        h.platform.cpu_features = Some(Default::default());
+        let why = "cannot open /dev/kvm: EACCES (Permission denied)";
+        h.unmeasured = vec![
+            Unmeasured {
+                part: Part::KvmCapabilities,
+                why: why.into(),
+            },
+            Unmeasured {
+                part: Part::CpuFeatures,
+                why: why.into(),
+            },
+        ];
+        let a = assess(&d, &h);
+        assert_eq!(a.verdict(), Verdict::CannotTell);
+        assert_eq!(a.missing, []);
+        let parts: Vec<Part> = a.unknown.iter().map(|(u, _)| u.part).collect();
+        assert_eq!(parts, [Part::CpuFeatures, Part::KvmCapabilities]);
+        let text = render_assessment(&a, "this host");
+        assert!(
+            text.contains("this host: cpu-features not measured: cannot open /dev/kvm"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "so cannot tell whether it has the 4 KVM capabilities needed: ext-cpuid, irqchip, irqfd, user-memory"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("lacks"), "{text}");
+        // What was measured and is missing still makes it a "no".
+        h.platform
+            .tap_offloads
+            .retain(|o| !matches!(o, TapOffload::Uso4 | TapOffload::Uso6));
+        let a = assess(&d, &h);
+        assert_eq!(a.verdict(), Verdict::CannotRun);
+        assert_eq!(a.missing.len(), 2);
+        let text = render_assessment(&a, "this host");
+        assert!(
+            text.contains("this host lacks 2 TAP capabilities") && text.contains("not measured"),
+            "{text}"
+        );
+        // A platform's fit says the same.
+        let reg = PlatformRegistry::builtin();
+        let fit = platform_fit(reg.get("linux-5.15").unwrap(), &h);
+        assert_eq!(fit.verdict(), Verdict::CannotTell);
+        assert_eq!(fit.unknown[0].0.part, Part::KvmCapabilities);
+        assert_eq!(
+            platform_fit(reg.get("linux-6.9").unwrap(), &h).verdict(),
+            Verdict::CannotRun
+        );
+    }
+
+    #[test]
+    fn probe_files_keep_what_was_not_measured_in_kdl_and_json() {
+        let reg = PlatformRegistry::builtin();
+        let mut h = v1_host();
+        h.platform.kvm_capabilities.clear();
+        h.unmeasured = vec![Unmeasured {
+            part: Part::KvmCapabilities,
+            why: "cannot open /dev/kvm: \"denied\"".into(),
+        }];
+        let text = probe_kdl(&h);
+        assert!(
+            text.contains(
+                "    unmeasured {\n        kvm-capabilities \"cannot open /dev/kvm: \\\"denied\\\"\"\n    }\n}\n"
+            ),
+            "{text}"
+        );
+        let back = load_host(&reg, &SourceFile::new("h.kdl", text.clone())).unwrap();
+        assert_eq!(back.unmeasured, h.unmeasured);
+        assert_eq!(back.platform.tap_offloads, h.platform.tap_offloads);
+        // Not a platform for --platform-path; without entries it is.
+        assert!(platform_file(&SourceFile::new("h.kdl", text.clone())).is_err());
+        let empty = text.replace(
+            "        kvm-capabilities \"cannot open /dev/kvm: \\\"denied\\\"\"\n",
+            "",
+        );
+        assert!(PlatformRegistry::with_files(&[platform_file(&SourceFile::new("h.kdl", empty)).unwrap()]).is_ok());
+        // Spans after the block stay right: an error there points at its text.
+        let bad = text.replace("    }\n}", "    }\n    kernel \"x\"\n}");
+        let p = load_host(&reg, &SourceFile::new("h.kdl", bad.clone())).unwrap_err();
+        let span = p.0[0].span.unwrap();
+        assert_eq!(
+            &bad[span.offset()..span.offset() + span.len()],
+            "kernel \"x\"",
+            "{:?}",
+            p.0[0]
+        );
+
+        // On one line, between semicolons.
+        let one_line =
+            "format 1\nplatform \"h\" { kernel \"6.9\"; unmeasured { kernel \"x\"; }; cpu-features \"fpu\"; }\n";
+        let back = load_host(&reg, &SourceFile::new("h.kdl", one_line)).unwrap();
+        assert_eq!(
+            back.unmeasured,
+            [Unmeasured {
+                part: Part::Kernel,
+                why: "x".into()
+            }]
+        );
+
+        let json = |unmeasured: &str| {
+            SourceFile::new(
+                "h.json",
+                format!(
+                    r#"{{"format": 1, "name": "h", "kernel": "6.9", "cpu-features": [], "unmeasured": {unmeasured}}}"#
+                ),
+            )
+        };
+        let back = load_host(&reg, &json(r#"[{"what": "tap-offloads", "why": "no TAP"}]"#)).unwrap();
+        assert_eq!(
+            back.unmeasured,
+            [Unmeasured {
+                part: Part::TapOffloads,
+                why: "no TAP".into()
+            }]
+        );
+        assert_eq!(load_host(&reg, &json("[]")).unwrap().unmeasured, []);
+        // A sentence, as earlier versions wrote: every part.
+        assert_eq!(load_host(&reg, &json(r#"["KVM: no"]"#)).unwrap().unmeasured.len(), 4);
+        for (bad, says) in [
+            (r#"{"what": "x"}"#, "must be a list"),
+            (r#"[{"what": "memory", "why": "x"}]"#, "unknown part `memory`"),
+            (r#"[{"what": "kernel"}]"#, "says why"),
+            (r#"[{"what": "kernel", "why": "x", "how": 1}]"#, "unknown key `how`"),
+            ("[1]", "must list objects"),
+        ] {
+            let p = load_host(&reg, &json(bad)).unwrap_err();
+            assert!(p.0[0].message.contains(says), "{bad}: {}", p.0[0].message);
+        }
+        for (bad, says) in [
+            ("unmeasured { memory \"x\" }", "unknown part `memory`"),
+            ("unmeasured 1 { kernel \"x\" }", "takes no values"),
+            ("unmeasured { kernel \"x\"; kernel \"y\" }", "kernel"),
+            ("unmeasured { kernel 1 }", "string"),
+            ("unmeasured { kernel \"x\" }; unmeasured { }", "written twice"),
+        ] {
+            let text = format!("format 1\nplatform \"h\" {{\n    kernel \"6.9\"\n    {bad}\n}}\n");
+            let p = load_host(&reg, &SourceFile::new("h.kdl", text)).unwrap_err();
+            assert!(p.0.iter().any(|p| p.message.contains(says)), "{bad}: {:?}", p.0);
+        }
     }
 }

@@ -7,9 +7,9 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use vmc_compiler::check::{self, Shortfall};
+use vmc_compiler::check::{self, Assessment, Host, Verdict};
 use vmc_compiler::schema::{self, Property};
-use vmc_compiler::{cpu, AbiDocument, Platform};
+use vmc_compiler::{cpu, AbiDocument};
 
 use std::sync::{Arc, Mutex};
 
@@ -26,8 +26,15 @@ use crate::vm::{RunOutcome, Vm, VmConfig, VmError};
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// The host lacks capabilities the ABI needs; nothing was created.
-    #[error("this host cannot run this ABI; nothing was started\n{}", check::render(.0, "this host"))]
-    Refused(Vec<Shortfall>),
+    #[error("this host cannot run this ABI; nothing was started\n{}", check::render_assessment(.0, "this host"))]
+    Refused(Assessment),
+    /// Capabilities the ABI needs are in parts of the host that could not be measured
+    /// (no access to /dev/kvm or /dev/net/tun); nothing was created.
+    #[error(
+        "cannot tell whether this host can run this ABI: what it needs was not measured; nothing was started\n{}",
+        check::render_assessment(.0, "this host")
+    )]
+    Unmeasured(Assessment),
     /// The document names no kernel.
     #[error("the document's `host` section names no kernel: add `boot {{ kernel \"PATH\" }}` to the spec")]
     NoKernel,
@@ -69,13 +76,14 @@ pub struct RunReport {
     pub total: Duration,
 }
 
-/// The capabilities `doc` needs that `host` lacks (empty when it can run).
-pub fn preflight(doc: &AbiDocument, host: &Platform) -> Result<(), RunError> {
-    let shortfalls = check::shortfalls(doc, host);
-    if shortfalls.is_empty() {
-        Ok(())
-    } else {
-        Err(RunError::Refused(shortfalls))
+/// Whether `host` can run `doc` (the same check as `vmc check`): refused when it lacks a
+/// capability `doc` needs, or when one is in a part of the host not measured.
+pub fn preflight(doc: &AbiDocument, host: &Host) -> Result<(), RunError> {
+    let assessment = check::assess(doc, host);
+    match assessment.verdict() {
+        Verdict::CanRun => Ok(()),
+        Verdict::CannotRun => Err(RunError::Refused(assessment)),
+        Verdict::CannotTell => Err(RunError::Unmeasured(assessment)),
     }
 }
 
@@ -130,7 +138,7 @@ pub fn kernel_cmdline(doc: &AbiDocument) -> String {
 
 /// Builds the VM the document describes and runs it to the end. `host` is this host,
 /// measured; `console` receives the guest's serial output.
-pub fn run(doc: &AbiDocument, host: &Platform, console: Box<dyn Write + Send>) -> Result<RunReport, RunError> {
+pub fn run(doc: &AbiDocument, host: &Host, console: Box<dyn Write + Send>) -> Result<RunReport, RunError> {
     let start = Instant::now();
     preflight(doc, host)?;
     let kernel_path = doc.host.kernel.as_ref().ok_or(RunError::NoKernel)?;

@@ -1,9 +1,10 @@
-//! This host, measured, as a compiler [`Platform`]: what `vmc probe` prints, what the
-//! compiler compiles against when no platform is named, and what `vmc check` / `vmc run`
-//! compare an ABI's `requires` with.
+//! This host, measured, as a compiler [`Platform`] and [`Host`]: what `vmc probe` prints,
+//! what the compiler compiles against when no platform is named, and what `vmc check` /
+//! `vmc run` compare an ABI's `requires` with, knowing which parts were not measured.
 
 use std::collections::BTreeSet;
 
+use vmc_compiler::check::{Host, Part, Unmeasured};
 use vmc_compiler::cpu::{self, Reg};
 use vmc_compiler::platform::{KernelVersion, PlatformSource};
 use vmc_compiler::{Platform, TapOffload};
@@ -16,7 +17,8 @@ pub const DEFAULT_NAME: &str = "host";
 impl HostProbe {
     /// The measured host as a platform named `name`. What could not be measured counts
     /// as absent (a host without `/dev/kvm` has no KVM capabilities and can give a guest
-    /// no CPU feature), and is listed in [`HostProbe::unmeasured`].
+    /// no CPU feature), and is listed in [`HostProbe::unmeasured`]: [`HostProbe::to_host`]
+    /// keeps both.
     pub fn to_platform(&self, name: &str) -> Platform {
         let kernel = self
             .kernel
@@ -62,25 +64,45 @@ impl HostProbe {
         }
     }
 
-    /// What could not be measured, one sentence each (empty on a fully measured host).
-    pub fn unmeasured(&self) -> Vec<String> {
+    /// This host as the compiler's checks take it: the platform of [`HostProbe::to_platform`],
+    /// and the parts that could not be measured.
+    pub fn to_host(&self, name: &str) -> Host {
+        Host {
+            platform: self.to_platform(name),
+            unmeasured: self.unmeasured(),
+        }
+    }
+
+    /// The parts of the platform that could not be measured, each with why (empty on a
+    /// host measured in full). Without `/dev/kvm`, neither the KVM capabilities nor the
+    /// CPU features a guest can be given are known; without a TAP, no offload.
+    pub fn unmeasured(&self) -> Vec<Unmeasured> {
         let mut out = Vec::new();
+        let mut push = |part, why: &dyn std::fmt::Display| {
+            out.push(Unmeasured {
+                part,
+                why: why.to_string(),
+            })
+        };
         if let Err(e) = &self.kernel {
-            out.push(format!("kernel release: {e}"));
+            push(Part::Kernel, e);
         }
         match &self.tap {
-            Err(e) => out.push(format!("TAP: {e}")),
+            Err(e) => push(Part::TapOffloads, e),
             Ok(tap) => {
                 if let Err(e) = &tap.offloads {
-                    out.push(format!("TAP offloads: {e}"));
+                    push(Part::TapOffloads, e);
                 }
             }
         }
         match &self.kvm {
-            Err(e) => out.push(format!("KVM: {e}")),
+            Err(e) => {
+                push(Part::KvmCapabilities, e);
+                push(Part::CpuFeatures, e);
+            }
             Ok(kvm) => {
                 if let Err(e) = &kvm.supported_cpuid {
-                    out.push(format!("KVM supported CPUID: {e}"));
+                    push(Part::CpuFeatures, e);
                 }
             }
         }
