@@ -11,6 +11,14 @@ use crate::files::{read_document, read_source, registry, spec_dir, write_output}
 use crate::hosts::{load_hosts, measure_host, unmeasured_lines, MEASURE_IN_FULL};
 use crate::{Failure, PlatformPaths};
 
+/// Says on stderr when the guest's memory is more than this host's RAM. The VM may still
+/// run (its memory is overcommitted, as with QEMU), so nothing else changes.
+pub(crate) fn warn_memory(doc: &AbiDocument, host: &Host) {
+    if let Some(warning) = vmc_compiler::check::memory_warning(doc, host) {
+        errln!("warning: {warning}");
+    }
+}
+
 pub(crate) fn compile(
     spec_path: &Path,
     platform: Option<&str>,
@@ -152,6 +160,7 @@ pub(crate) fn run_vm(file: &Path, paths: &PlatformPaths, stats: bool) -> Result<
     } else {
         read_document(file)?
     };
+    warn_memory(&doc, &host);
     vmc_runtime::vm::control::install_stop_signal_handlers()
         .map_err(|e| Failure::Message(format!("cannot install signal handlers: {e}")))?;
     let report =

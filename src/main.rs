@@ -151,13 +151,17 @@ enum Command {
     /// Can this host run FILE? Exit 0 if so; 1 and every missing capability if not; 2
     /// when it cannot be told (a capability it needs is in a part of this host that could
     /// not be measured, such as without access to /dev/kvm) or on an error.
+    ///
+    /// Warns on stderr when the guest's memory is more than this host's RAM (the VM may
+    /// still run, its memory overcommitted).
     Check { file: PathBuf },
     /// Execute FILE on KVM, exactly as the document says, or refuse before creating
     /// anything. A spec (.kdl) is compiled for this host first. Exits with the guest's
     /// exit code (debug-exit port 0xf4; 128+N when stopped by signal N).
     ///
     /// Refuses (exit 2) when this host lacks a capability the document needs, or when
-    /// one could not be measured (no access to /dev/kvm or /dev/net/tun).
+    /// one could not be measured (no access to /dev/kvm or /dev/net/tun); warns on
+    /// stderr when the guest's memory is more than this host's RAM.
     Run {
         file: PathBuf,
         #[command(flatten)]
@@ -394,6 +398,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Check { file } => {
             let doc = read_document(&file)?;
             let host = measure_host();
+            commands::warn_memory(&doc, &host);
             let assessment = vmc_compiler::check::assess(&doc, &host);
             let reasons = vmc_compiler::check::render_assessment(&assessment, "this host");
             match assessment.verdict() {

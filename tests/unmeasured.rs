@@ -1,7 +1,7 @@
 //! What could not be measured is said as such, never taken as absent: `vmc probe` as an
 //! unprivileged user lists it, `check` and `run` cannot tell (exit 2, with the reason),
 //! `place`, `compile --pool` and `platforms --host` say so for probe files and for this
-//! host.
+//! host. And a guest larger than this host's RAM is warned about.
 //!
 //! The unprivileged runs use `setpriv` to drop from root to nobody (65534), so they need
 //! root; without it they print `SKIPPED <test>: needs root` (and fail under CI=true).
@@ -11,7 +11,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 
-use support::{repo, stderr, stdout, vmc, Scratch};
+use support::{repo, require_host_access, stderr, stdout, vmc, Scratch};
 
 /// A spec with a virtio-net device: it needs TAP offloads, which nobody can measure (a
 /// TAP cannot be created without CAP_NET_ADMIN).
@@ -387,4 +387,83 @@ fn probe_files_with_unmeasured_parts_cannot_tell_in_place_and_pools() {
     let o = vmc(&["place", &doc, &bad]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("unknown part `tap-offload`"), "{}", stderr(&o));
+}
+
+/// This host's RAM, from /proc/meminfo.
+fn host_ram() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.trim().strip_suffix("kB"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap();
+    kib * 1024
+}
+
+#[test]
+fn check_and_run_warn_when_guest_memory_exceeds_host_ram() {
+    if !require_host_access("check_and_run_warn_when_guest_memory_exceeds_host_ram") {
+        return;
+    }
+    let ram = host_ram();
+    let s = Scratch::new("memory-warning");
+    let mut codes = Vec::new();
+    for (size, bytes) in [("1TiB", 1u64 << 40), ("64GiB", 64 << 30), ("512MiB", 512 << 20)] {
+        let spec = s.write(
+            &format!("{size}.kdl"),
+            format!("vm \"m\" {{\n    cpu-model \"x86-64-v1\"\n    memory \"{size}\"\n}}\n"),
+        );
+        let o = vmc(&["compile", &spec, "--platform", "linux-6.9"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let abi = s.path(&format!("{size}.abi")).display().to_string();
+        let check = vmc(&["check", &abi]);
+        codes.push(check.status.code());
+        // A document without a kernel: run stops at that, after the warning.
+        let run = vmc(&["run", &abi]);
+        assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+        assert!(stderr(&run).contains("names no kernel"), "{}", stderr(&run));
+        for (command, o) in [("check", &check), ("run", &run)] {
+            let err = stderr(o);
+            if bytes > ram {
+                assert!(err.contains("warning: the guest's memory, "), "{command} {size}: {err}");
+                assert!(err.contains(&format!("({bytes} bytes)")), "{command} {size}: {err}");
+                assert!(
+                    err.contains("this host's RAM, ") && err.contains(&format!("({ram} bytes)")),
+                    "{command} {size}: {err}"
+                );
+            } else {
+                assert!(!err.contains("warning: the guest's memory"), "{command} {size}: {err}");
+            }
+        }
+        if bytes <= ram && bytes > 512 << 20 {
+            eprintln!("NOTE: this host has {ram} bytes of RAM, not less than {size}: no warning expected");
+        }
+    }
+    // The warning changes no exit status: every size gets the same answer.
+    assert!(codes.iter().all(|c| *c == codes[2]), "{codes:?}");
+    assert!(matches!(codes[2], Some(0) | Some(1)), "{codes:?}");
+}
+
+#[test]
+fn an_unprivileged_check_still_warns_about_memory() {
+    if !can_drop_privileges("an_unprivileged_check_still_warns_about_memory") {
+        return;
+    }
+    let (_s, abi) = compiled("memory-nobody", &PLAIN_SPEC.replace("}\n", "    memory \"1TiB\"\n}\n"));
+    let o = vmc_as_nobody(&["check", &abi]);
+    let err = stderr(&o);
+    if host_ram() < 1 << 40 {
+        assert!(
+            err.contains("warning: the guest's memory, 1 TiB (1099511627776 bytes), is more than this host's RAM"),
+            "{err}"
+        );
+    }
+    // The answer is unchanged by it: what nobody can measure decides.
+    let expected = if open_to_all("/dev/kvm") {
+        vmc(&["check", &abi]).status.code()
+    } else {
+        Some(2)
+    };
+    assert_eq!(o.status.code(), expected, "{err}");
 }

@@ -94,6 +94,9 @@ pub struct Unmeasured {
 pub struct Host {
     pub platform: Platform,
     pub unmeasured: Vec<Unmeasured>,
+    /// The host's RAM in bytes (`MemTotal`), when measured on this host; probe files
+    /// do not state it.
+    pub memory: Option<u64>,
 }
 
 impl Host {
@@ -102,6 +105,7 @@ impl Host {
         Host {
             platform,
             unmeasured: Vec::new(),
+            memory: None,
         }
     }
 
@@ -360,6 +364,39 @@ fn count(n: usize, group: &str) -> String {
     format!("{n} {group} capabilit{}", if n == 1 { "y" } else { "ies" })
 }
 
+/// A warning when the guest's memory is more than the host's RAM (`None` when it fits,
+/// or when the host's RAM is not known). Such a VM still runs, its memory overcommitted
+/// (as with QEMU), until the guest touches more than the host can give.
+pub fn memory_warning(doc: &AbiDocument, host: &Host) -> Option<String> {
+    let ram = host.memory?;
+    (doc.abi.memory > ram).then(|| {
+        format!(
+            "the guest's memory, {}, is more than this host's RAM, {}: the VM runs only while the guest uses no more than the host can give",
+            size_text(doc.abi.memory),
+            size_text(ram)
+        )
+    })
+}
+
+/// A size for people: `1 TiB (1099511627776 bytes)`, `23.5 GiB (25276502016 bytes)`.
+pub fn size_text(bytes: u64) -> String {
+    const UNITS: [(&str, u32); 4] = [("TiB", 40), ("GiB", 30), ("MiB", 20), ("KiB", 10)];
+    let (unit, shift) = UNITS
+        .into_iter()
+        .find(|&(_, shift)| bytes >= 1 << shift)
+        .unwrap_or(("bytes", 0));
+    if shift == 0 {
+        return format!("{bytes} bytes");
+    }
+    let whole = bytes >> shift;
+    let tenths = ((bytes & ((1 << shift) - 1)) * 10) >> shift;
+    if bytes.is_multiple_of(1 << shift) {
+        format!("{whole} {unit} ({bytes} bytes)")
+    } else {
+        format!("{whole}.{tenths} {unit} ({bytes} bytes)")
+    }
+}
+
 /// The node of a platform in a KDL probe file that lists the parts not measured:
 /// `unmeasured { cpu-features "why"; ... }`.
 const UNMEASURED: &str = "unmeasured";
@@ -374,11 +411,19 @@ pub fn load_host(registry: &PlatformRegistry, source: &SourceFile) -> Result<Hos
     if source.name().ends_with(".json") {
         let platform = registry.load_host(source)?;
         let unmeasured = json_unmeasured(source)?;
-        return Ok(Host { platform, unmeasured });
+        return Ok(Host {
+            platform,
+            unmeasured,
+            memory: None,
+        });
     }
     let (platform_text, unmeasured, _) = kdl_unmeasured(source)?;
     let platform = registry.load_host(&platform_text)?;
-    Ok(Host { platform, unmeasured })
+    Ok(Host {
+        platform,
+        unmeasured,
+        memory: None,
+    })
 }
 
 /// A platform file that may be a probe file: the source to read as a platform. A probe
@@ -823,5 +868,22 @@ mod tests {
             let p = load_host(&reg, &SourceFile::new("h.kdl", text)).unwrap_err();
             assert!(p.0.iter().any(|p| p.message.contains(says)), "{bad}: {:?}", p.0);
         }
+    }
+
+    #[test]
+    fn guest_memory_beyond_the_host_ram_is_warned_about() {
+        let big = doc("vm \"a\" { memory \"1TiB\" }", "linux-6.9");
+        let small = doc("vm \"a\" { memory \"512MiB\" }", "linux-6.9");
+        let mut h = v1_host();
+        assert_eq!(memory_warning(&big, &h), None);
+        h.memory = Some(24_684_084 * 1024);
+        let w = memory_warning(&big, &h).unwrap();
+        assert!(
+            w.contains("1 TiB (1099511627776 bytes)") && w.contains("23.5 GiB (25276502016 bytes)"),
+            "{w}"
+        );
+        assert_eq!(memory_warning(&small, &h), None);
+        assert_eq!(size_text(512 << 20), "512 MiB (536870912 bytes)");
+        assert_eq!(size_text(1000), "1000 bytes");
     }
 }

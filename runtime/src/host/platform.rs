@@ -65,11 +65,12 @@ impl HostProbe {
     }
 
     /// This host as the compiler's checks take it: the platform of [`HostProbe::to_platform`],
-    /// and the parts that could not be measured.
+    /// the parts that could not be measured, and the RAM.
     pub fn to_host(&self, name: &str) -> Host {
         Host {
             platform: self.to_platform(name),
             unmeasured: self.unmeasured(),
+            memory: self.memory.as_ref().ok().copied(),
         }
     }
 

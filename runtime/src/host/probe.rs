@@ -2,9 +2,9 @@
 //!
 //! [`HostProbe::measure`] asks the kernel directly: `uname` for the release, real
 //! `TUNSETOFFLOAD` calls on a throwaway TAP for the offloads, `KVM_CHECK_EXTENSION` and
-//! `KVM_GET_SUPPORTED_CPUID` for KVM. A part that cannot be measured (no root, no
-//! `/dev/kvm`) is an `Err` inside the result, and the other parts are still measured: a
-//! probe never fails as a whole.
+//! `KVM_GET_SUPPORTED_CPUID` for KVM, `/proc/meminfo` for the RAM. A part that cannot be
+//! measured (no root, no `/dev/kvm`) is an `Err` inside the result, and the other parts
+//! are still measured: a probe never fails as a whole.
 //!
 //! Which CPU feature name is which CPUID bit is the compiler's knowledge; the probe keeps
 //! CPUID raw and answers bit lookups.
@@ -55,6 +55,8 @@ pub struct HostProbe {
     pub kernel: Result<KernelRelease, ProbeError>,
     pub tap: Result<TapProbe, ProbeError>,
     pub kvm: Result<KvmProbe, ProbeError>,
+    /// The host's RAM in bytes (`MemTotal`).
+    pub memory: Result<u64, ProbeError>,
 }
 
 impl HostProbe {
@@ -66,8 +68,31 @@ impl HostProbe {
             kernel: KernelRelease::measure(),
             tap: TapProbe::measure(),
             kvm: KvmProbe::measure(),
+            memory: measure_memory(),
         }
     }
+}
+
+/// Where Linux says how much RAM the host has.
+const MEMINFO: &str = "/proc/meminfo";
+
+/// The host's RAM in bytes: `MemTotal` of `/proc/meminfo`.
+pub fn measure_memory() -> Result<u64, ProbeError> {
+    use std::io::Read;
+    let fail = |why: String| ProbeError::Meminfo(why);
+    let mut text = String::new();
+    // A /proc file states no size; it is a few KiB.
+    std::fs::File::open(MEMINFO)
+        .and_then(|f| f.take(1 << 20).read_to_string(&mut text))
+        .map_err(|e| fail(e.to_string()))?;
+    mem_total(&text).ok_or_else(|| fail("it has no `MemTotal: N kB` line".into()))
+}
+
+/// `MemTotal` of a `/proc/meminfo` text, in bytes.
+fn mem_total(meminfo: &str) -> Option<u64> {
+    let line = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// Why a part of the probe could not be measured.
@@ -85,6 +110,8 @@ pub enum ProbeError {
     OpenKvm { errno: Errno, hint: &'static str },
     #[error("{ioctl} failed with {errno}")]
     KvmIoctl { ioctl: &'static str, errno: Errno },
+    #[error("cannot read the RAM size from /proc/meminfo: {0}")]
+    Meminfo(String),
 }
 
 /// The running kernel's release string and its version number.
@@ -488,6 +515,15 @@ mod tests {
         // Absent leaves and impossible bits are simply absent.
         assert!(!cpuid.has_cpuid_bit(0x8000_0001, 0, CpuidReg::Ecx, 0));
         assert!(!cpuid.has_cpuid_bit(1, 0, CpuidReg::Ecx, 32));
+    }
+
+    #[test]
+    fn mem_total_is_read_in_bytes() {
+        let meminfo = "MemTotal:       24684084 kB\nMemFree:         1000 kB\n";
+        assert_eq!(mem_total(meminfo), Some(24_684_084 * 1024));
+        assert_eq!(mem_total("MemFree: 1 kB\n"), None);
+        assert_eq!(mem_total("MemTotal: lots\n"), None);
+        assert!(measure_memory().unwrap() > 0);
     }
 
     #[test]
