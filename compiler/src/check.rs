@@ -9,7 +9,7 @@ use std::fmt;
 use miette::SourceSpan;
 
 use crate::diagnostic::{choices_help, Collector, Problem, Problems, SourceFile};
-use crate::document::AbiDocument;
+use crate::document::{AbiDocument, Place};
 use crate::kdlread::{self, NodeReader};
 use crate::platform::{Platform, PlatformRegistry};
 
@@ -157,7 +157,7 @@ pub fn shortfalls(doc: &AbiDocument, host: &Platform) -> Vec<Shortfall> {
                 d.properties
                     .iter()
                     .filter(|(p, v)| v.is_on() && p.tap_offloads.contains(o))
-                    .map(move |(p, _)| format!("devices.{}.{}", d.id, p.name))
+                    .map(move |(p, _)| Place::Device(&d.id).path(p.name))
             })
             .collect();
         out.push(Shortfall {

@@ -511,7 +511,7 @@ impl<'a> Reader<'a> {
         let block = self.block(r, "cpu", &["model", "count", "migratable", "features"]);
         for name in ["model", "count", "migratable", "features"] {
             if block.get(name).is_none() {
-                self.missing(r, &format!("cpu.{name}"));
+                self.missing(r, &Place::Cpu.path(name));
             }
         }
         let model = self.value(block.get("model"), "cpu.model", |n| n.string());
