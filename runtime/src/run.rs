@@ -20,7 +20,7 @@ use crate::devices::virtio::{EventFdInterrupt, MmioTransport, MMIO_SIZE, QUEUE_N
 use crate::host::files::{self, ReadError};
 use crate::host::tap::Tap;
 use crate::vm::cpuid::CpuidMask;
-use crate::vm::{RunOutcome, Vm, VmConfig, VmError};
+use crate::vm::{ExitStats, RunOutcome, SignalMark, StopReason, Vm, VmConfig, VmError};
 
 /// Why `vmc run` did not run the VM (or could not finish running it).
 #[derive(Debug, thiserror::Error)]
@@ -138,18 +138,59 @@ pub fn kernel_cmdline(doc: &AbiDocument) -> String {
 
 /// Builds the VM the document describes and runs it to the end. `host` is this host,
 /// measured; `console` receives the guest's serial output.
+///
+/// A stop signal (SIGINT, SIGTERM) counts from the moment the process installed its
+/// handlers ([`crate::vm::install_stop_signal_handlers`], which `vmc run` does first):
+/// one received while the VM is being built ends the run between two steps, before any
+/// vCPU enters the guest, with [`StopReason::Signal`]; what was built (a TAP included)
+/// is taken down on the way out. One run per process: a process that runs several VMs
+/// uses [`Vm`] and [`Vm::stop_on_signals_since`] itself.
 pub fn run(doc: &AbiDocument, host: &Host, console: Box<dyn Write + Send>) -> Result<RunReport, RunError> {
+    run_since(doc, host, console, SignalMark::START)
+}
+
+/// [`run`], honouring only the stop signals received after `mark`.
+pub fn run_since(
+    doc: &AbiDocument,
+    host: &Host,
+    console: Box<dyn Write + Send>,
+    mark: SignalMark,
+) -> Result<RunReport, RunError> {
     let start = Instant::now();
+    let stopped = |net: &[(String, Arc<NetCounters>)]| -> Option<RunReport> {
+        let signal = mark.pending()?;
+        Some(RunReport {
+            outcome: RunOutcome {
+                reason: StopReason::Signal(signal),
+                exits: ExitStats::default(),
+            },
+            net: net
+                .iter()
+                .map(|(id, c)| (id.clone(), c.snapshot().to_string()))
+                .collect(),
+            first_output: None,
+            total: start.elapsed(),
+        })
+    };
+    if let Some(report) = stopped(&[]) {
+        return Ok(report);
+    }
     preflight(doc, host)?;
     let kernel_path = doc.host.kernel.as_ref().ok_or(RunError::NoKernel)?;
     // Neither can be larger than the guest's memory: that bounds what is read.
     let kernel = read_boot_file("kernel", kernel_path, doc.abi.memory)?;
+    if let Some(report) = stopped(&[]) {
+        return Ok(report);
+    }
     let initrd = doc
         .host
         .initrd
         .as_ref()
         .map(|p| read_boot_file("initrd", p, doc.abi.memory))
         .transpose()?;
+    if let Some(report) = stopped(&[]) {
+        return Ok(report);
+    }
     let vcpus = u8::try_from(doc.abi.cpu.count)
         .ok()
         .filter(|&n| u64::from(n) <= vmc_compiler::limits::MAX_CPUS)
@@ -165,14 +206,22 @@ pub fn run(doc: &AbiDocument, host: &Host, console: Box<dyn Write + Send>) -> Re
         ..VmConfig::new(doc.abi.memory, vcpus)
     };
     let mut vm = Vm::new(&config)?;
+    vm.stop_on_signals_since(mark);
+    if let Some(report) = stopped(&[]) {
+        return Ok(report);
+    }
     let first_output = FirstByte::new(console, start);
     let first_output_at = first_output.seen.clone();
     vm.add_legacy_devices(Box::new(first_output))?;
     let mut counters = Vec::new();
     for device in &doc.abi.devices {
         counters.push((device.id.clone(), attach_net(&mut vm, doc, device)?));
+        if let Some(report) = stopped(&counters) {
+            return Ok(report);
+        }
     }
     vm.load_kernel(&kernel, &kernel_cmdline(doc), initrd.as_deref())?;
+    // The last look before the vCPUs start is Vm::run's own, with the same mark.
     let outcome = vm.run()?;
     let first_output = *first_output_at.lock().unwrap_or_else(|e| e.into_inner());
     Ok(RunReport {

@@ -155,7 +155,10 @@ extern "C" fn on_stop_signal(num: c_int, _: *mut siginfo_t, _: *mut c_void) {
 }
 
 /// Makes SIGINT and SIGTERM stop every running VM cleanly (each `Vm::run` returns
-/// with [`StopReason::Signal`]) instead of killing the process. Call once, early.
+/// with [`StopReason::Signal`]) instead of killing the process. Call once, as early as
+/// possible: a signal received before is not seen, and one received after, while the
+/// VM is still being built, is seen by [`SignalMark::pending`] and by `Vm::run` (see
+/// [`crate::vm::Vm::stop_on_signals_since`]).
 pub fn install_stop_signal_handlers() -> io::Result<()> {
     for signal in [libc::SIGINT, libc::SIGTERM] {
         register_signal_handler(signal, on_stop_signal).map_err(io::Error::from)?;
@@ -163,29 +166,49 @@ pub fn install_stop_signal_handlers() -> io::Result<()> {
     Ok(())
 }
 
+/// A point in the stop signals (SIGINT, SIGTERM) this process received through the
+/// handlers of [`install_stop_signal_handlers`]: [`SignalMark::pending`] tells whether
+/// one arrived after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignalMark(u64);
+
+impl SignalMark {
+    /// Before any signal: every stop signal since the handlers were installed counts.
+    pub const START: SignalMark = SignalMark(0);
+
+    /// Now: only the signals from here on count.
+    pub fn now() -> SignalMark {
+        SignalMark(SIGNAL_COUNT.load(Ordering::SeqCst))
+    }
+
+    /// The last stop signal received after this mark, if any.
+    pub fn pending(self) -> Option<i32> {
+        (SIGNAL_COUNT.load(Ordering::SeqCst) > self.0).then(|| LAST_SIGNAL.load(Ordering::SeqCst))
+    }
+}
+
 /// A running VM's entry in [`STOP_FDS`]; removed on drop.
 pub(crate) struct SignalRegistration {
     slot: Option<usize>,
-    /// [`SIGNAL_COUNT`] when the VM started: only later signals stop it.
-    signals_before: u64,
+    /// Only signals after this mark stop the VM.
+    since: SignalMark,
 }
 
 impl SignalRegistration {
-    /// Registers `control` so that stop signals wake it. With every slot taken the
-    /// VM still runs; it just cannot be stopped by a signal.
-    pub(crate) fn new(control: &RunControl) -> Self {
-        let signals_before = SIGNAL_COUNT.load(Ordering::SeqCst);
+    /// Registers `control` so that stop signals after `since` wake it. With every slot
+    /// taken the VM still runs; it just cannot be stopped by a signal.
+    pub(crate) fn new(control: &RunControl, since: SignalMark) -> Self {
         let fd = control.wake.as_raw_fd();
         let slot = STOP_FDS.iter().position(|slot| {
             slot.compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst)
                 .is_ok()
         });
-        Self { slot, signals_before }
+        Self { slot, since }
     }
 
-    /// A stop signal received since this VM started, if any.
-    fn pending_signal(&self) -> Option<i32> {
-        (SIGNAL_COUNT.load(Ordering::SeqCst) > self.signals_before).then(|| LAST_SIGNAL.load(Ordering::SeqCst))
+    /// A stop signal received after the mark, if any.
+    pub(crate) fn pending_signal(&self) -> Option<i32> {
+        self.since.pending()
     }
 }
 

@@ -30,7 +30,7 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::signal::Killable;
 
 pub use self::bus::{Bus, BusDevice, BusError, SharedDevice};
-pub use self::control::{install_stop_signal_handlers, RunControl, StopReason};
+pub use self::control::{install_stop_signal_handlers, RunControl, SignalMark, StopReason};
 pub use self::layout::MemoryError;
 pub use self::vcpu::ExitStats;
 use crate::boot::{self, BootError, EntryState, LoadedKernel};
@@ -204,6 +204,8 @@ pub struct Vm {
     control: Arc<RunControl>,
     features: VmFeatures,
     entry: Option<EntryState>,
+    /// Stop signals after this mark stop the run; `None`: those from `run` on.
+    signals_since: Option<SignalMark>,
 }
 
 impl std::fmt::Debug for Vm {
@@ -312,6 +314,7 @@ impl Vm {
             control,
             features,
             entry: None,
+            signals_since: None,
         })
     }
 
@@ -328,6 +331,13 @@ impl Vm {
     /// Which optional KVM facilities this VM uses.
     pub fn features(&self) -> VmFeatures {
         self.features
+    }
+
+    /// Makes [`Vm::run`] honour the stop signals received after `mark` (by default, only
+    /// those from the call on), so that one that came while the VM was being built is
+    /// not lost: the run then ends with [`StopReason::Signal`] before any vCPU starts.
+    pub fn stop_on_signals_since(&mut self, mark: SignalMark) {
+        self.signals_since = Some(mark);
     }
 
     /// The VM's stop control; [`RunControl::request_stop`] ends a run from any thread.
@@ -395,13 +405,21 @@ impl Vm {
             return Err(VmError::MissingCapability("KVM_CAP_IMMEDIATE_EXIT"));
         }
         control::install_kick_handler().map_err(VmError::host("vCPU kick signal handler"))?;
-        let signals = control::SignalRegistration::new(&self.control);
+        let since = self.signals_since.unwrap_or_else(SignalMark::now);
+        let signals = control::SignalRegistration::new(&self.control, since);
+        // A stop asked for before the run (a signal while the VM was being built)
+        // ends it here: no vCPU enters the guest.
+        if let Some(signal) = signals.pending_signal() {
+            self.control.request_stop(StopReason::Signal(signal));
+        }
+        let vcpus = std::mem::take(&mut self.vcpus);
+        let vcpus = if self.control.is_stopping() { Vec::new() } else { vcpus };
         let pio = Arc::new(std::mem::take(&mut self.pio));
         let mmio = Arc::new(std::mem::take(&mut self.mmio));
 
         let mut threads = Vec::new();
         let mut spawn_error = None;
-        for (id, vcpu) in std::mem::take(&mut self.vcpus).into_iter().enumerate() {
+        for (id, vcpu) in vcpus.into_iter().enumerate() {
             let runner = vcpu::VcpuRunner {
                 id: id as u8,
                 vcpu,
