@@ -3,13 +3,13 @@
 
 use libfuzzer_sys::fuzz_target;
 use vmc_compiler::AbiDocument;
-use vmc_fuzz::{round_trip, source};
+use vmc_fuzz::{ok, round_trip, source};
 
 fuzz_target!(|data: &[u8]| {
     let Some(text) = source("fuzz.abi", data) else {
         return;
     };
-    if let Ok(doc) = AbiDocument::from_kdl(&text) {
+    if let Some(doc) = ok(AbiDocument::from_kdl(&text)) {
         round_trip(&doc);
     }
 });

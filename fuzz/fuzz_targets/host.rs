@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use vmc_compiler::SourceFile;
-use vmc_fuzz::{builtin, compile, source, SMALL_SPEC};
+use vmc_fuzz::{builtin, compile, ok, source, SMALL_SPEC};
 
 fuzz_target!(|data: &[u8]| {
     let registry = builtin();
@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
         let Some(file) = source(name, data) else {
             return;
         };
-        if let Ok(host) = registry.load_host(&file) {
+        if let Some(host) = ok(registry.load_host(&file)) {
             compile(&SourceFile::new("small.kdl", SMALL_SPEC), &host, registry);
         }
     }

@@ -5,13 +5,13 @@
 
 use libfuzzer_sys::fuzz_target;
 use vmc_compiler::{PlatformRegistry, SourceFile};
-use vmc_fuzz::{compile, source, SMALL_SPEC};
+use vmc_fuzz::{compile, ok, source, SMALL_SPEC};
 
 fuzz_target!(|data: &[u8]| {
     let Some(file) = source("fuzz.kdl", data) else {
         return;
     };
-    let Ok(registry) = PlatformRegistry::with_files(&[file]) else {
+    let Some(registry) = ok(PlatformRegistry::with_files(&[file])) else {
         return;
     };
     let spec = SourceFile::new("small.kdl", SMALL_SPEC);

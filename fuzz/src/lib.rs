@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::sync::OnceLock;
 
-use vmc_compiler::{kdlread, AbiDocument, CompileInput, Platform, PlatformRegistry, SourceFile};
+use vmc_compiler::{kdlread, AbiDocument, CompileInput, Platform, PlatformRegistry, Problems, SourceFile};
 
 pub mod net;
 
@@ -32,18 +32,35 @@ pub const SMALL_SPEC: &str = r#"vm "fuzz" {
 }
 "#;
 
+/// Renders problems as `vmc` prints them (miette's graphical report, source lines and
+/// labels included), so that every span a problem points at is used.
+pub fn render(problems: &Problems) {
+    let handler = miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+        .with_width(100)
+        .with_wrap_lines(false);
+    let mut out = String::new();
+    for p in problems.iter() {
+        out.clear();
+        handler.render_report(&mut out, p).expect("rendering a problem");
+    }
+}
+
+/// `result`'s value; its problems, if any, rendered.
+pub fn ok<T>(result: Result<T, Problems>) -> Option<T> {
+    result.map_err(|problems| render(&problems)).ok()
+}
+
 /// Compiles `spec` for `platform` as `vmc compile` does, in a fixed directory; when it
 /// succeeds, the document must survive the checks every reader makes.
 pub fn compile(spec: &SourceFile, platform: &Platform, registry: &PlatformRegistry) -> Option<AbiDocument> {
     let host_cpu_features = platform.cpu_features.as_ref();
-    let doc = vmc_compiler::compile(&CompileInput {
+    let doc = ok(vmc_compiler::compile(&CompileInput {
         spec,
         platform,
         registry,
         base_dir: Some(Path::new("/srv/specs")),
         host_cpu_features,
-    })
-    .ok()?;
+    }))?;
     round_trip(&doc);
     Some(doc)
 }

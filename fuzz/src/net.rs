@@ -330,6 +330,7 @@ fn resolve_requirements(mut word: u64, allowed: u64) -> u64 {
 struct Layout<'a> {
     mem: &'a GuestMemoryMmap,
     sizes: [u16; 2],
+    /// The next free descriptor (chains never share one).
     next_desc: [u16; 2],
     avail_idx: [u16; 2],
     /// Next free byte in the buffer area (wraps: later buffers may overlap earlier ones).
@@ -365,7 +366,9 @@ impl Layout<'_> {
     /// table; published in the available ring. Stops when the table is full.
     fn chain(&mut self, q: usize, buffers: &[(u64, u32)], writable: bool, indirect: bool) {
         let size = self.sizes[q];
-        if buffers.is_empty() || self.avail_idx[q] >= size {
+        // Each chain on descriptors of its own: no more than the table holds.
+        let needed = if indirect { 1 } else { buffers.len() };
+        if buffers.is_empty() || needed > usize::from(size - self.next_desc[q]) {
             return;
         }
         let write = if writable { F_WRITE } else { 0 };
@@ -383,11 +386,8 @@ impl Layout<'_> {
                 desc_table + 16 * u64::from(head),
                 &Self::desc_bytes(table, len, F_INDIRECT, 0),
             );
-            self.next_desc[q] = (head + 1) % size;
+            self.next_desc[q] = head + 1;
         } else {
-            if buffers.len() > usize::from(size - self.next_desc[q]) {
-                return;
-            }
             for (i, &(addr, len)) in buffers.iter().enumerate() {
                 let index = head + i as u16;
                 let last = i + 1 == buffers.len();
@@ -397,7 +397,7 @@ impl Layout<'_> {
                     &Self::desc_bytes(addr, len, flags, index + 1),
                 );
             }
-            self.next_desc[q] = (head + buffers.len() as u16) % size;
+            self.next_desc[q] = head + buffers.len() as u16;
         }
         let slot = avail + 4 + 2 * u64::from(self.avail_idx[q]);
         self.write(slot, &head.to_le_bytes());
