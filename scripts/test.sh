@@ -24,3 +24,6 @@ scripts/install-qemu.sh || echo "QEMU 10 is not installed: the QEMU tests will s
 export INSTA_UPDATE=no
 cargo build --workspace --all-targets
 cargo test --workspace
+
+# A short fuzz pass over every target (see README, "Fuzzing"): fails on any crash.
+timeout -k 30 1800 scripts/fuzz all 20
