@@ -144,6 +144,10 @@ fn compile_spec(
 }
 
 pub(crate) fn run_vm(file: &Path, paths: &PlatformPaths, stats: bool) -> Result<u8, Failure> {
+    // First of all: a stop signal from now on ends the run cleanly (the runtime checks
+    // between start-up steps), however long probing, compiling or reading takes.
+    vmc_runtime::vm::control::install_stop_signal_handlers()
+        .map_err(|e| Failure::Message(format!("cannot install signal handlers: {e}")))?;
     let host = measure_host();
     let doc = if file.extension().is_some_and(|e| e == "kdl") {
         let source = read_source(file)?;
@@ -161,8 +165,6 @@ pub(crate) fn run_vm(file: &Path, paths: &PlatformPaths, stats: bool) -> Result<
         read_document(file)?
     };
     warn_memory(&doc, &host);
-    vmc_runtime::vm::control::install_stop_signal_handlers()
-        .map_err(|e| Failure::Message(format!("cannot install signal handlers: {e}")))?;
     let report =
         vmc_runtime::run::run(&doc, &host, Box::new(std::io::stdout())).map_err(|e| Failure::Message(e.to_string()))?;
     let code = report.outcome.reason.exit_code();
