@@ -9,6 +9,8 @@ use miette::SourceSpan;
 
 use crate::diagnostic::{Problem, Problems, SourceFile};
 
+mod scan;
+
 /// Inputs larger than this are not specs, platforms or ABI documents.
 pub const MAX_INPUT_BYTES: usize = 4 << 20;
 /// Deeper nesting than any vmc format uses; the limit keeps the parser's recursion bounded.
@@ -45,6 +47,12 @@ pub fn source_from_bytes(name: &str, bytes: &[u8]) -> Result<SourceFile, Problem
 }
 
 /// Parses a KDL 2.0 document, or says why not (with spans).
+///
+/// The `kdl` crate's parser recurses and backtracks, so it only ever sees a text that
+/// [`scan`] has checked (every syntax error is reported from there, with a sentence
+/// saying what to write instead) and stripped of comments and `/-` comments (spaces in
+/// their place, so spans are unchanged): whatever a text of at most
+/// [`MAX_INPUT_BYTES`] holds, parsing it takes linear time and bounded stack.
 pub fn parse(source: &SourceFile, what: &str) -> Result<KdlDocument, Problems> {
     let text = source.text();
     if text.trim().is_empty() {
@@ -54,17 +62,23 @@ pub fn parse(source: &SourceFile, what: &str) -> Result<KdlDocument, Problems> {
         )
         .into());
     }
-    if let Some(offset) = too_deep(text) {
-        return Err(Problem::new(
-            "vmc::input::too-deep",
-            format!("nesting deeper than {MAX_NESTING} levels"),
-        )
-        .at(source, SourceSpan::from((offset, 1)))
-        .label("too deep")
-        .help(format!("{what} never nests this deeply"))
-        .into());
+    if let Some(problem) = json_instead(source, what) {
+        return Err(problem.into());
     }
-    KdlDocument::parse_v2(text).map_err(|err| {
+    let stripped = scan::scan(text, MAX_NESTING).map_err(|e| {
+        let mut p = Problem::new(e.code, e.message)
+            .at(source, SourceSpan::from((e.offset, e.len)))
+            .label(e.label);
+        if e.code == scan::TOO_DEEP {
+            p = p.help(format!("{what} never nests this deeply"));
+        } else if let Some(help) = e.help {
+            p = p.help(help);
+        }
+        Problems::from(p)
+    })?;
+    KdlDocument::parse_v2(stripped.as_deref().unwrap_or(text)).map_err(|err| {
+        // Not reached for a text the scan accepts; kept so that a disagreement between
+        // the two is still an error with a place, never a panic.
         let problems: Vec<Problem> = err
             .diagnostics
             .iter()
@@ -91,85 +105,49 @@ pub fn parse(source: &SourceFile, what: &str) -> Result<KdlDocument, Problems> {
     })
 }
 
-/// The offset of the first `{` nested deeper than [`MAX_NESTING`], looking past strings
-/// and comments.
-fn too_deep(text: &str) -> Option<usize> {
-    let bytes = text.as_bytes();
-    let mut depth = 0usize;
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'"' => i = skip_quoted(bytes, i),
-            b'#' if matches!(bytes.get(i + 1), Some(b'"' | b'#')) => i = skip_raw(bytes, i),
-            b'/' if bytes.get(i + 1) == Some(&b'/') => {
-                while i < bytes.len() && bytes[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block_comment(bytes, i),
-            b'{' => {
-                depth += 1;
-                if depth > MAX_NESTING {
-                    return Some(i);
-                }
-                i += 1;
-            }
-            b'}' => {
-                depth = depth.saturating_sub(1);
-                i += 1;
-            }
-            _ => i += 1,
-        }
-    }
-    None
-}
+/// The problem code of a JSON text where KDL was expected.
+pub const JSON_INSTEAD: &str = "vmc::input::json";
 
-fn skip_quoted(bytes: &[u8], start: usize) -> usize {
-    let mut i = start + 1;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'\\' => i += 2,
-            b'"' => return i + 1,
-            _ => i += 1,
-        }
+/// A JSON text given where vmc reads KDL: which JSON it looks like, and what reads it.
+/// (A KDL document never starts with `{` or `[`.)
+fn json_instead(source: &SourceFile, what: &str) -> Option<Problem> {
+    let start = source
+        .text()
+        .char_indices()
+        .find(|(_, c)| !c.is_whitespace() && *c != '\u{FEFF}')?
+        .0;
+    if !source.text()[start..].starts_with(['{', '[']) {
+        return None;
     }
-    i
-}
-
-fn skip_raw(bytes: &[u8], start: usize) -> usize {
-    let hashes = bytes[start..].iter().take_while(|&&b| b == b'#').count();
-    let mut i = start + hashes;
-    if bytes.get(i) != Some(&b'"') {
-        return i;
-    }
-    i += 1;
-    while i < bytes.len() {
-        if bytes[i] == b'"' && bytes[i + 1..].iter().take(hashes).filter(|&&b| b == b'#').count() == hashes {
-            return i + 1 + hashes;
-        }
-        i += 1;
-    }
-    i
-}
-
-fn skip_block_comment(bytes: &[u8], start: usize) -> usize {
-    let mut depth = 0usize;
-    let mut i = start;
-    while i + 1 < bytes.len() {
-        if bytes[i] == b'/' && bytes[i + 1] == b'*' {
-            depth += 1;
-            i += 2;
-        } else if bytes[i] == b'*' && bytes[i + 1] == b'/' {
-            depth -= 1;
-            i += 2;
-            if depth == 0 {
-                return i;
-            }
-        } else {
-            i += 1;
-        }
-    }
-    bytes.len()
+    // serde_json stops at 128 levels of nesting, so this is bounded too.
+    let value: Option<serde_json::Value> = serde_json::from_str(source.text()).ok();
+    let object = value.as_ref().and_then(|v| v.as_object());
+    let has = |key: &str| object.is_some_and(|o| o.contains_key(key));
+    let help = if has("abi") && has("hash") {
+        "this is `vmc show --json` output, the machine interface; vmc reads the ABI document \
+         it was printed from (the .abi file `vmc compile` wrote)"
+    } else if has("kernel") || has("tap-offloads") || has("cpu-features") {
+        "this looks like a probe file (`vmc probe --json`): `vmc place DOC PROBE.json...` and \
+         `vmc compile SPEC --pool PROBE.json...` read it, as JSON when its name ends in .json; \
+         for --platform-path, write the platform as KDL with `vmc probe`"
+    } else {
+        "vmc reads JSON only in probe files (`vmc probe --json`, for `vmc place` and `vmc compile --pool`); \
+         specs, ABI documents and platform files are KDL 2.0"
+    };
+    let kind = if value.is_some() {
+        "JSON"
+    } else {
+        "JSON (or meant to be)"
+    };
+    Some(
+        Problem::new(
+            JSON_INSTEAD,
+            format!("{} is {kind}, not KDL: expected {what}", source.name()),
+        )
+        .at(source, SourceSpan::from((start, 1)))
+        .label("JSON starts here")
+        .help(help),
+    )
 }
 
 /// A value with the span it was read from.
@@ -498,11 +476,13 @@ mod tests {
 
     #[test]
     fn nesting_limit_looks_past_strings_and_comments() {
+        let too_deep =
+            |text: &str| parse(&SourceFile::new("d.kdl", text), "a test").is_err_and(|p| p.has("vmc::input::too-deep"));
         let deep = "a {".repeat(MAX_NESTING + 1) + &"}".repeat(MAX_NESTING + 1);
-        assert!(too_deep(&deep).is_some());
+        assert!(too_deep(&deep));
         let shallow_with_braces = r##"a "{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{" /* {{{{{{{{{{{{{{{{{{{{{{{{{{{{{ */ // {{{{{{{{{{{{{{{{{{{{{{{{{{
 b #"{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{"#"##;
-        assert_eq!(too_deep(shallow_with_braces), None);
+        assert!(parse(&SourceFile::new("d.kdl", shallow_with_braces), "a test").is_ok());
     }
 
     #[test]
