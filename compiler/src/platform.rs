@@ -231,12 +231,7 @@ impl PlatformRegistry {
             }
             by_name.insert(decl.name.value.clone(), decl);
         }
-        let mut platforms = BTreeMap::new();
-        for name in by_name.keys() {
-            if let Some(p) = problems.ok(resolve(name, &by_name, &mut Vec::new())) {
-                platforms.insert(name.clone(), p);
-            }
-        }
+        let platforms = resolve_all(&by_name, &mut problems);
         problems.finish(PlatformRegistry { platforms })
     }
 
@@ -305,35 +300,152 @@ impl PlatformRegistry {
     }
 }
 
-fn resolve(name: &str, decls: &BTreeMap<String, PlatformDecl>, chain: &mut Vec<String>) -> Result<Platform, Problem> {
-    let decl = &decls[name];
-    if chain.iter().any(|n| n == name) {
-        chain.push(name.to_string());
-        return Err(Problem::new(
-            "vmc::platform::cycle",
-            format!("platforms inherit from each other in a cycle: {}", chain.join(" -> ")),
-        )
-        .at(&decl.source, decl.name.span)
-        .label("part of the cycle"));
+/// How many capability and CPU-feature names the resolved platforms may hold in all
+/// (each platform holds what it inherits): about 70 MB.
+pub const MAX_RESOLVED_NAMES: usize = 1_000_000;
+
+/// How many unknown parents get a "did you mean" (each compares against every name).
+const MAX_SUGGESTIONS: usize = 20;
+
+/// Resolves every declaration's inheritance, each once, in time linear in their number:
+/// a platform is merged onto its parent's resolved form, which is kept. No recursion,
+/// so a chain of any length is resolved. A problem is reported once, where it is (an
+/// unknown parent, a cycle, an impossible platform); the platforms that inherit from a
+/// refused one are left out without a problem of their own.
+fn resolve_all(decls: &BTreeMap<String, PlatformDecl>, problems: &mut Collector) -> BTreeMap<String, Platform> {
+    enum State {
+        /// On the inheritance path being followed now, at this index.
+        OnPath(usize),
+        Resolved(Platform),
+        Refused,
     }
-    chain.push(name.to_string());
-    let parent = match &decl.inherits {
-        Some(parent) => match decls.get(&parent.value) {
-            Some(_) => Some(resolve(&parent.value, decls, chain)?),
-            None => {
-                return Err(Problem::new(
-                    "vmc::platform::unknown-parent",
-                    format!("platform `{name}` inherits unknown platform `{}`", parent.value),
-                )
-                .at(&decl.source, parent.span)
-                .label("unknown platform")
-                .suggest(&parent.value, decls.keys().map(String::as_str)))
+    let mut states: BTreeMap<&str, State> = BTreeMap::new();
+    let mut suggestions = 0;
+    let mut held = 0usize;
+    for start in decls.keys() {
+        // Follow `inherits` up to a platform already settled, a root, or a problem.
+        let mut path: Vec<&str> = Vec::new();
+        let mut name = start.as_str();
+        // The settled platform the path hangs from: `Ok(None)` for a root.
+        let parent: Result<Option<&str>, ()> = loop {
+            match states.get(name) {
+                Some(State::Resolved(_)) => break Ok(Some(name)),
+                Some(State::Refused) => break Err(()),
+                Some(State::OnPath(i)) => {
+                    let i = *i;
+                    let decl = &decls[name];
+                    let mut names = path[i..].to_vec();
+                    names.push(name);
+                    problems.push(
+                        Problem::new(
+                            "vmc::platform::cycle",
+                            format!("platforms inherit from each other in a cycle: {}", cycle_text(&names)),
+                        )
+                        .at(&decl.source, decl.name.span)
+                        .label("part of the cycle"),
+                    );
+                    for n in path.drain(i..) {
+                        states.insert(n, State::Refused);
+                    }
+                    break Err(());
+                }
+                None => {}
             }
-        },
-        None => None,
-    };
-    chain.pop();
-    merge(decl, parent.as_ref())
+            states.insert(name, State::OnPath(path.len()));
+            path.push(name);
+            let decl = &decls[name];
+            let Some(p) = &decl.inherits else {
+                break Ok(None);
+            };
+            match decls.get_key_value(&p.value) {
+                Some((key, _)) => name = key.as_str(),
+                None => {
+                    let mut problem = Problem::new(
+                        "vmc::platform::unknown-parent",
+                        format!("platform `{name}` inherits unknown platform `{}`", p.value),
+                    )
+                    .at(&decl.source, p.span)
+                    .label("unknown platform");
+                    if suggestions < MAX_SUGGESTIONS {
+                        suggestions += 1;
+                        problem = problem.suggest(&p.value, decls.keys().map(String::as_str));
+                    }
+                    problems.push(problem);
+                    path.pop();
+                    states.insert(name, State::Refused);
+                    break Err(());
+                }
+            }
+        };
+        // Merge back down the path, from the platform nearest the settled one.
+        let mut parent: Option<Platform> = match parent {
+            Ok(Some(p)) => match &states[p] {
+                State::Resolved(p) => Some(p.clone()),
+                _ => unreachable!("a settled parent is resolved"),
+            },
+            Ok(None) => None,
+            Err(()) => {
+                for n in path {
+                    states.insert(n, State::Refused);
+                }
+                continue;
+            }
+        };
+        let mut refused = false;
+        for name in path.into_iter().rev() {
+            if refused {
+                states.insert(name, State::Refused);
+                continue;
+            }
+            match merge(&decls[name], parent.as_ref()) {
+                Ok(platform) => {
+                    held += platform.kvm_capabilities.len() + platform.cpu_features.as_ref().map_or(0, BTreeSet::len);
+                    if held > MAX_RESOLVED_NAMES {
+                        let decl = &decls[name];
+                        problems.push(
+                            Problem::new(
+                                "vmc::platform::too-many",
+                                format!(
+                                    "the platforms given hold more than {MAX_RESOLVED_NAMES} capability and CPU-feature names in all, counting what each inherits"
+                                ),
+                            )
+                            .at(&decl.source, decl.name.span)
+                            .label("the limit is passed here")
+                            .help("describe real hosts: a few platforms, each inheriting a built-in one"),
+                        );
+                        return BTreeMap::new();
+                    }
+                    states.insert(name, State::Resolved(platform.clone()));
+                    parent = Some(platform);
+                }
+                Err(problem) => {
+                    problems.push(problem);
+                    states.insert(name, State::Refused);
+                    refused = true;
+                }
+            }
+        }
+    }
+    states
+        .into_iter()
+        .filter_map(|(name, state)| match state {
+            State::Resolved(p) => Some((name.to_string(), p)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `a -> b -> a`, shortened in the middle when long.
+fn cycle_text(names: &[&str]) -> String {
+    if names.len() <= 12 {
+        return names.join(" -> ");
+    }
+    format!(
+        "{} -> ... ({} more) ... -> {}",
+        names[..5].join(" -> "),
+        names.len() - 10,
+        names[names.len() - 5..].join(" -> ")
+    )
 }
 
 /// A declaration applied on top of its (resolved) parent, then checked for sense.
@@ -843,6 +955,71 @@ mod tests {
             let err = PlatformRegistry::with_files(&[SourceFile::new("t.kdl", text)]).unwrap_err();
             assert!(err.has(code), "{text}: expected {code}, got {err:?}");
         }
+    }
+
+    fn chain(n: usize, root: &str) -> String {
+        let mut text = format!("platform \"p0\" {{ inherits \"{root}\" }}\n");
+        for i in 1..n {
+            text += &format!(
+                "platform \"p{i}\" {{ inherits \"p{}\"; kvm-capabilities \"c{}\" }}\n",
+                i - 1,
+                i % 3
+            );
+        }
+        text
+    }
+
+    #[test]
+    fn a_long_inheritance_chain_resolves_each_platform_once() {
+        let reg = PlatformRegistry::with_files(&[SourceFile::new("chain.kdl", chain(3000, "linux-6.2"))]).unwrap();
+        let last = reg.get("p2999").unwrap();
+        assert_eq!(last.kernel, KernelVersion { major: 6, minor: 2 });
+        assert!(last.has_offloads(&[TapOffload::Uso4]));
+        assert!(["c0", "c1", "c2", "irqchip"]
+            .iter()
+            .all(|c| last.kvm_capabilities.contains(*c)));
+    }
+
+    #[test]
+    fn a_cycle_or_an_unknown_parent_is_reported_once_not_by_every_heir() {
+        let text =
+            "platform \"a\" { inherits \"b\" }\nplatform \"b\" { inherits \"c\" }\nplatform \"c\" { inherits \"a\" }\n\
+                    platform \"d\" { inherits \"a\" }\nplatform \"e\" { inherits \"d\" }\n\
+                    platform \"f\" { inherits \"nowhere\" }\nplatform \"g\" { inherits \"f\" }\n\
+                    platform \"h\" { inherits \"linux-6.9\"; kernel \"5.4\" }\nplatform \"i\" { inherits \"h\" }\n\
+                    platform \"ok\" { inherits \"linux-6.9\" }";
+        let err = refused(&[("t.kdl", text)]);
+        let messages: Vec<&str> = err.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "platforms inherit from each other in a cycle: a -> b -> c -> a",
+                "platform `f` inherits unknown platform `nowhere`",
+                "platform `h` claims kernel 5.4 but inherits `linux-6.9` (kernel 6.9)",
+            ],
+            "{err:?}"
+        );
+        let long: String = (0..50)
+            .map(|i| format!("platform \"q{i}\" {{ inherits \"q{}\" }}\n", (i + 1) % 50))
+            .collect();
+        let err = refused(&[("t.kdl", &long)]);
+        assert_eq!(err.0.len(), 1);
+        assert_eq!(
+            err.0[0].message,
+            "platforms inherit from each other in a cycle: q0 -> q1 -> q2 -> q3 -> q4 -> ... (41 more) ... -> q46 -> q47 -> q48 -> q49 -> q0"
+        );
+    }
+
+    #[test]
+    fn what_inheritance_would_hold_in_all_is_bounded() {
+        let mut features = String::new();
+        for f in crate::cpu::FEATURES {
+            features += &format!(" \"{}\"", f.name);
+        }
+        let heirs = MAX_RESOLVED_NAMES / crate::cpu::FEATURES.len() + 10;
+        let text = format!("platform \"base\" {{ kernel \"6.1\"; cpu-features{features} }}\n") + &chain(heirs, "base");
+        let err = refused(&[("t.kdl", &text)]);
+        assert!(err.has("vmc::platform::too-many"), "{err:?}");
     }
 
     #[test]
