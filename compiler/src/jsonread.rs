@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use miette::SourceSpan;
 
 use crate::diagnostic::{Problem, SourceFile};
-use crate::kdlread::duplicate_problem;
+use crate::kdlread::{duplicate_problem, Capped};
 
 enum Frame {
     Object {
@@ -25,14 +25,15 @@ enum Frame {
 }
 
 /// Every key written twice in one JSON object of `source`, at any depth, as problems
-/// naming the key, the object and both positions.
+/// naming the key, the object and both positions (the first
+/// [`MAX_PROBLEMS`](crate::kdlread::MAX_PROBLEMS), then a count).
 ///
 /// Meant for text `serde_json` has already accepted (so the syntax is known good); on
 /// other text it still ends, without panicking, but may miss or misplace a repeat.
 pub fn duplicate_keys(source: &SourceFile) -> Vec<Problem> {
     let text = source.text();
     let bytes = text.as_bytes();
-    let mut problems = Vec::new();
+    let mut problems = Capped::default();
     let mut stack: Vec<Frame> = Vec::new();
     let mut i = 0;
     while i < bytes.len() {
@@ -88,20 +89,14 @@ pub fn duplicate_keys(source: &SourceFile) -> Vec<Problem> {
                     let key: String = serde_json::from_str(raw).unwrap_or_else(|_| raw.trim_matches('"').to_string());
                     let span = SourceSpan::from((i, end - i));
                     match keys.get(&key) {
-                        Some(first) => {
+                        Some(first) => problems.push(|| {
                             let within = if path.is_empty() {
                                 "the top-level object".to_string()
                             } else {
                                 format!("the object `{path}`")
                             };
-                            problems.push(duplicate_problem(
-                                source,
-                                &format!("key `{}`", shorten(&key)),
-                                &within,
-                                *first,
-                                span,
-                            ));
-                        }
+                            duplicate_problem(source, &format!("key `{}`", shorten(&key)), &within, *first, span)
+                        }),
                         None => {
                             keys.insert(key.clone(), span);
                         }
@@ -113,7 +108,7 @@ pub fn duplicate_keys(source: &SourceFile) -> Vec<Problem> {
             _ => i += 1,
         }
     }
-    problems
+    problems.finish()
 }
 
 /// The offset just past the string that starts (with `"`) at `start`.
@@ -205,6 +200,18 @@ mod tests {
         let p = dups(r#"{"a": 1, "a": 2, "a": 3}"#);
         assert_eq!(p.len(), 2);
         assert!(p.iter().all(|p| p.related[0].0 == SourceSpan::from((1, 3))));
+    }
+
+    #[test]
+    fn many_repeats_are_counted_after_the_first_fifty() {
+        let text = format!("{{{}\"a\": 0}}", "\"a\": 0, ".repeat(10_000));
+        let p = dups(&text);
+        assert_eq!(p.len(), crate::kdlread::MAX_PROBLEMS + 1);
+        assert!(
+            p[50].message.starts_with("... and 9950 more problems"),
+            "{}",
+            p[50].message
+        );
     }
 
     #[test]

@@ -131,8 +131,8 @@ fn json_instead(source: &SourceFile, what: &str) -> Option<Problem> {
          `vmc compile SPEC --pool PROBE.json...` read it, as JSON when its name ends in .json; \
          for --platform-path, write the platform as KDL with `vmc probe`"
     } else {
-        "vmc reads JSON only in probe files (`vmc probe --json`, for `vmc place` and `vmc compile --pool`); \
-         specs, ABI documents and platform files are KDL 2.0"
+        "vmc reads JSON only in probe files (from `vmc probe --json`, named *.json), for `vmc place` and \
+         `vmc compile --pool`; specs, ABI documents and platform files are KDL 2.0"
     };
     let kind = if value.is_some() {
         "JSON"
@@ -215,12 +215,47 @@ impl<'a> NodeReader<'a> {
     pub fn string_of(&self, entry: &'a KdlEntry) -> Result<Spanned<String>, Problem> {
         match entry.value() {
             KdlValue::String(s) => Ok(Spanned::new(s.clone(), entry.span())),
-            other => Err(self
-                .entry_problem(
-                    entry,
-                    format!("`{}` expects a string, found {}", self.name(), kind_of(other)),
-                )
-                .label("not a string")),
+            other => {
+                let written = self.written(entry);
+                let p = self
+                    .entry_problem(
+                        entry,
+                        format!(
+                            "`{}` expects a string, found {} `{written}`",
+                            self.name(),
+                            kind_of(other)
+                        ),
+                    )
+                    .label("not a string");
+                Err(match other {
+                    KdlValue::Integer(_) | KdlValue::Float(_) => p.help(format!(
+                        "quote it: `{} \"{written}\"` (unquoted, it is read as a number)",
+                        self.name()
+                    )),
+                    _ => p,
+                })
+            }
+        }
+    }
+
+    /// An entry's value as written in the source (`6.10`, not the number 6.1).
+    pub fn written(&self, entry: &KdlEntry) -> String {
+        let span = entry.span();
+        let text = self
+            .source
+            .text()
+            .get(span.offset()..span.offset() + span.len())
+            .unwrap_or_default();
+        // A property's span covers its key too.
+        let value = match entry.name() {
+            Some(_) => text.split_once('=').map_or(text, |(_, v)| v),
+            None => text,
+        };
+        let value = value.trim();
+        if value.chars().count() > 40 {
+            format!("{}…", value.chars().take(37).collect::<String>())
+        } else {
+            value.to_string()
         }
     }
 
@@ -234,22 +269,51 @@ impl<'a> NodeReader<'a> {
     }
 
     pub fn unsigned_of(&self, entry: &'a KdlEntry) -> Result<Spanned<u64>, Problem> {
+        let name = self.name();
+        let written = self.written(entry);
         match entry.value() {
             KdlValue::Integer(n) => u64::try_from(*n).map(|v| Spanned::new(v, entry.span())).map_err(|_| {
-                self.entry_problem(
-                    entry,
-                    if *n < 0 {
-                        format!("`{}` must not be negative", self.name())
-                    } else {
-                        format!("`{}` is too large (at most {})", self.name(), u64::MAX)
-                    },
-                )
-                .label("out of range")
+                if *n < 0 {
+                    self.entry_problem(entry, format!("`{name}` must not be negative, and is `{written}`"))
+                        .label("negative")
+                        .help(format!(
+                            "write a whole number from 0 up, such as `{name} {}`",
+                            n.unsigned_abs()
+                        ))
+                } else {
+                    self.entry_problem(entry, format!("`{name}` is too large (at most {})", u64::MAX))
+                        .label("out of range")
+                }
             }),
+            KdlValue::Float(f) => {
+                let p = self
+                    .entry_problem(entry, format!("`{name}` takes a whole number, not `{written}`"))
+                    .label("not a whole number");
+                Err(if f.fract() == 0.0 && *f >= 0.0 && *f < 1e15 {
+                    p.help(format!(
+                        "write it without a decimal point or exponent: `{name} {}`",
+                        *f as u64
+                    ))
+                } else {
+                    p.help("write a whole number, without a decimal point")
+                })
+            }
+            KdlValue::String(s) => {
+                let p = self
+                    .entry_problem(
+                        entry,
+                        format!("`{name}` expects a number, found the string `{written}`"),
+                    )
+                    .label("not a number");
+                Err(match s.trim().parse::<u64>() {
+                    Ok(n) => p.help(format!("write it without quotes: `{name} {n}`")),
+                    Err(_) => p,
+                })
+            }
             other => Err(self
                 .entry_problem(
                     entry,
-                    format!("`{}` expects an integer, found {}", self.name(), kind_of(other)),
+                    format!("`{name}` expects a whole number, found {} `{written}`", kind_of(other)),
                 )
                 .label("not an integer")),
         }
@@ -268,13 +332,35 @@ impl<'a> NodeReader<'a> {
         let entry = self.single()?;
         match entry.value() {
             KdlValue::Bool(b) => Ok(Spanned::new(*b, entry.span())),
-            other => Err(self
-                .entry_problem(
-                    entry,
-                    format!("`{}` expects #true or #false, found {}", self.name(), kind_of(other)),
-                )
-                .label("not a boolean")),
+            other => Err(boolean_problem(
+                self.source,
+                self.name(),
+                entry,
+                other,
+                &self.written(entry),
+            )),
         }
+    }
+
+    /// Refuses `key=value` properties on a node whose settings are child nodes in its
+    /// block, saying where the setting goes; `head` is the node as written in the
+    /// example (`net "net0"`).
+    pub fn settings_in_block(&self, head: &str) -> Result<(), Problem> {
+        let Some(prop) = self.node.entries().iter().find(|e| e.name().is_some()) else {
+            return Ok(());
+        };
+        let key = prop.name().map_or("", |k| k.value());
+        let value = self.written(prop);
+        Err(self
+            .entry_problem(
+                prop,
+                format!(
+                    "`{key}={value}` is a property, but the settings of `{}` are nodes in its `{{ ... }}` block",
+                    self.name()
+                ),
+            )
+            .label("property")
+            .help(format!("write `{head} {{ {key} {value} }}`")))
     }
 
     /// A `key=value` property of the node, if present.
@@ -352,7 +438,7 @@ pub fn duplicate_problem(
 /// `block` names the siblings' parent in messages ("`abi`", "the document"). The check
 /// covers one level: call it for each block read, children are not visited.
 pub fn refuse_duplicates(source: &SourceFile, nodes: &[KdlNode], repeatable: &[&str], block: &str) -> Vec<Problem> {
-    let mut problems = Vec::new();
+    let mut problems = Capped::default();
     let mut names: HashMap<&str, SourceSpan> = HashMap::new();
     let mut keys: HashMap<(&str, &KdlValue), SourceSpan> = HashMap::new();
     for node in nodes {
@@ -361,13 +447,15 @@ pub fn refuse_duplicates(source: &SourceFile, nodes: &[KdlNode], repeatable: &[&
             if let Some(key) = node.entries().iter().find(|e| e.name().is_none()) {
                 let span = head_span(node);
                 match keys.get(&(name, key.value())) {
-                    Some(first) => problems.push(duplicate_problem(
-                        source,
-                        &format!("`{name} {}`", value_text(key.value())),
-                        block,
-                        *first,
-                        span,
-                    )),
+                    Some(first) => problems.push(|| {
+                        duplicate_problem(
+                            source,
+                            &format!("`{name} {}`", value_text(key.value())),
+                            block,
+                            *first,
+                            span,
+                        )
+                    }),
                     None => {
                         keys.insert((name, key.value()), span);
                     }
@@ -376,7 +464,7 @@ pub fn refuse_duplicates(source: &SourceFile, nodes: &[KdlNode], repeatable: &[&
         } else {
             let span = head_span(node);
             match names.get(name) {
-                Some(first) => problems.push(duplicate_problem(source, &format!("`{name}`"), block, *first, span)),
+                Some(first) => problems.push(|| duplicate_problem(source, &format!("`{name}`"), block, *first, span)),
                 None => {
                     names.insert(name, span);
                 }
@@ -386,20 +474,83 @@ pub fn refuse_duplicates(source: &SourceFile, nodes: &[KdlNode], repeatable: &[&
         for entry in node.entries() {
             let Some(key) = entry.name() else { continue };
             match properties.get(key.value()) {
-                Some(first) => problems.push(duplicate_problem(
-                    source,
-                    &format!("property `{}`", key.value()),
-                    &format!("`{}`", head_text(node)),
-                    *first,
-                    entry.span(),
-                )),
+                Some(first) => problems.push(|| {
+                    duplicate_problem(
+                        source,
+                        &format!("property `{}`", key.value()),
+                        &format!("`{}`", head_text(node)),
+                        *first,
+                        entry.span(),
+                    )
+                }),
                 None => {
                     properties.insert(key.value(), entry.span());
                 }
             }
         }
     }
-    problems
+    problems.finish()
+}
+
+/// At most this many problems are reported from one pass over an input: each names a
+/// place in a text of up to [`MAX_INPUT_BYTES`], which costs time to find and to show,
+/// and a user fixes the first ones first anyway.
+pub const MAX_PROBLEMS: usize = 50;
+
+/// The problem code of the note that more problems were found than are shown.
+pub const MORE_PROBLEMS: &str = "vmc::input::more-problems";
+
+fn more_problems(more: usize) -> Problem {
+    Problem::new(
+        MORE_PROBLEMS,
+        format!("... and {more} more problems like these, not shown (vmc shows the first {MAX_PROBLEMS})"),
+    )
+    .help("fix the ones shown, and run again")
+}
+
+/// Problems kept up to [`MAX_PROBLEMS`], the rest counted, never built.
+#[derive(Default)]
+pub struct Capped {
+    problems: Vec<Problem>,
+    more: usize,
+}
+
+impl Capped {
+    pub fn push(&mut self, make: impl FnOnce() -> Problem) {
+        if self.problems.len() < MAX_PROBLEMS {
+            self.problems.push(make());
+        } else {
+            self.more += 1;
+        }
+    }
+
+    pub fn finish(mut self) -> Vec<Problem> {
+        if self.more > 0 {
+            self.problems.push(more_problems(self.more));
+        }
+        self.problems
+    }
+}
+
+/// `problems`, with any beyond [`MAX_PROBLEMS`] replaced by a count of them.
+pub fn at_most(problems: Problems) -> Problems {
+    let mut all = problems.0;
+    if all.len() <= MAX_PROBLEMS {
+        return Problems(all);
+    }
+    // A count already made is added to.
+    let counted: usize = all
+        .iter()
+        .filter(|p| p.code == MORE_PROBLEMS)
+        .filter_map(|p| p.message.split_whitespace().nth(2)?.parse::<usize>().ok())
+        .sum();
+    all.retain(|p| p.code != MORE_PROBLEMS);
+    let more = all.len().saturating_sub(MAX_PROBLEMS) + counted;
+    all.truncate(MAX_PROBLEMS);
+    if more > 0 {
+        all.push(more_problems(more));
+    }
+    Problems(all)
 }
 
 /// A node's name and entries, without its block: where a duplicate is pointed at.
@@ -433,6 +584,32 @@ fn value_text(value: &KdlValue) -> String {
         }
         KdlValue::String(s) => quote(s),
         other => other.to_string(),
+    }
+}
+
+/// A value where `#true` or `#false` belongs: what was written, and how to write it.
+pub fn boolean_problem(source: &SourceFile, name: &str, entry: &KdlEntry, value: &KdlValue, written: &str) -> Problem {
+    Problem::new(
+        "vmc::kdl::value",
+        format!("`{name}` expects #true or #false, found {} `{written}`", kind_of(value)),
+    )
+    .at(source, entry.span())
+    .label("not a boolean")
+    .help(boolean_help(name, value))
+}
+
+/// How to write the boolean that `value` was probably meant to be.
+pub fn boolean_help(name: &str, value: &KdlValue) -> String {
+    let truthy = match value {
+        KdlValue::String(s) if ["true", "yes", "on"].iter().any(|t| s.eq_ignore_ascii_case(t)) => Some(true),
+        KdlValue::String(s) if ["false", "no", "off"].iter().any(|t| s.eq_ignore_ascii_case(t)) => Some(false),
+        KdlValue::Integer(1) => Some(true),
+        KdlValue::Integer(0) => Some(false),
+        _ => None,
+    };
+    match truthy {
+        Some(b) => format!("write `{name} #{b}` (KDL 2.0 booleans are #true and #false)"),
+        None => format!("write `{name} #true` or `{name} #false`"),
     }
 }
 
@@ -483,6 +660,41 @@ mod tests {
         let shallow_with_braces = r##"a "{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{" /* {{{{{{{{{{{{{{{{{{{{{{{{{{{{{ */ // {{{{{{{{{{{{{{{{{{{{{{{{{{
 b #"{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{"#"##;
         assert!(parse(&SourceFile::new("d.kdl", shallow_with_braces), "a test").is_ok());
+    }
+
+    #[test]
+    fn json_where_kdl_belongs_is_named_with_what_reads_it() {
+        let json = |text: &str| {
+            let p = parse(&SourceFile::new("x.abi", text), "an ABI document")
+                .unwrap_err()
+                .0
+                .remove(0);
+            assert_eq!(p.code, JSON_INSTEAD);
+            assert!(p.message.starts_with("x.abi is JSON"), "{}", p.message);
+            p.help.unwrap()
+        };
+        assert!(json("{\"format\": 1, \"hash\": \"blake3:0\", \"abi\": {}}")
+            .starts_with("this is `vmc show --json` output"));
+        assert!(json("\n  {\"format\": 1, \"kernel\": \"6.9\"}").starts_with("this looks like a probe file"));
+        assert!(json("[1, 2]").starts_with("vmc reads JSON only in probe files"));
+        let deep = "[".repeat(1 << 20);
+        assert!(json(&deep).starts_with("vmc reads JSON only"));
+    }
+
+    #[test]
+    fn problems_beyond_the_first_fifty_are_counted() {
+        let text = "n 1\n".repeat(300);
+        let p = duplicates(&text, &[]);
+        assert_eq!(p.len(), MAX_PROBLEMS + 1);
+        assert_eq!(p[MAX_PROBLEMS].code, MORE_PROBLEMS);
+        let mut all = p;
+        all.extend((0..10).map(|i| Problem::new("x", format!("{i}"))));
+        let kept = at_most(Problems(all));
+        assert_eq!(kept.0.len(), MAX_PROBLEMS + 1);
+        assert_eq!(
+            kept.0[MAX_PROBLEMS].message,
+            "... and 259 more problems like these, not shown (vmc shows the first 50)"
+        );
     }
 
     #[test]

@@ -192,6 +192,10 @@ impl PlatformRegistry {
     /// The built-in platforms plus third-party platform files (already read by the
     /// caller: the compiler does no I/O).
     pub fn with_files(files: &[SourceFile]) -> Result<PlatformRegistry, Problems> {
+        Self::with_files_all(files).map_err(kdlread::at_most)
+    }
+
+    fn with_files_all(files: &[SourceFile]) -> Result<PlatformRegistry, Problems> {
         let mut problems = Collector::default();
         let mut decls: Vec<PlatformDecl> = Vec::new();
         let builtin_sources: Vec<SourceFile> = BUILTIN
@@ -266,7 +270,7 @@ impl PlatformRegistry {
     /// registry, which it may `inherits` from; it is not added to the registry, so many
     /// hosts may share a name.
     pub fn load_host(&self, source: &SourceFile) -> Result<Platform, Problems> {
-        let decls = parse_file(source, PlatformSource::File(source.name().to_string()))?;
+        let decls = parse_file(source, PlatformSource::File(source.name().to_string())).map_err(kdlread::at_most)?;
         let [decl] = decls.as_slice() else {
             return Err(Problem::new(
                 "vmc::platform::host-file",
@@ -542,6 +546,26 @@ fn parse_file(source: &SourceFile, origin: PlatformSource) -> Result<Vec<Platfor
         return parse_json(source, origin).map(|d| vec![d]);
     }
     let doc = kdlread::parse(source, "a platform document (`platform \"NAME\" { ... }`)")?;
+    let has = |name: &str| doc.nodes().iter().any(|n| n.name().value() == name);
+    if !has("platform") && (has("vm") || has("abi") || has("hash")) {
+        let (what, help) = if has("vm") {
+            (
+                "a VM spec",
+                "a spec is compiled with `vmc compile SPEC`; platform files are written by `vmc probe` (or by hand: `platform \"NAME\" { ... }`)",
+            )
+        } else {
+            (
+                "an ABI document",
+                "`vmc place DOC PROBE...` takes the ABI document first, then the probe files (`vmc probe` output)",
+            )
+        };
+        return Err(Problem::new(
+            "vmc::platform::not-a-platform",
+            format!("{} is {what}, not a platform or probe file", source.name()),
+        )
+        .help(help)
+        .into());
+    }
     let mut problems = Collector::default();
     // Nothing is read twice: a later node would otherwise quietly win over the first.
     let mut duplicates = kdlread::refuse_duplicates(source, doc.nodes(), &["platform"], "the platform file");
@@ -641,9 +665,22 @@ fn parse_json(source: &SourceFile, origin: PlatformSource) -> Result<PlatformDec
     let obj = value.as_object().ok_or_else(|| {
         Problem::new(
             "vmc::platform::json",
-            format!("{} is not a JSON object (a probe file)", source.name()),
+            format!(
+                "{} is JSON {}, not a probe file: a probe file is one JSON object",
+                source.name(),
+                json_kind(&value)
+            ),
         )
+        .help("write it with `vmc probe --json` on the host it describes")
     })?;
+    if obj.contains_key("abi") && obj.contains_key("hash") {
+        return Err(Problem::new(
+            "vmc::platform::not-a-platform",
+            format!("{} is `vmc show --json` output (an ABI document), not a probe file", source.name()),
+        )
+        .help("`vmc place DOC PROBE...` takes the ABI document (the .abi file) first, then probe files from `vmc probe --json`")
+        .into());
+    }
     if let Some(key) = obj.keys().find(|k| !JSON_KEYS.contains(&k.as_str())) {
         return Err(fail(
             "vmc::platform::json",
@@ -665,10 +702,22 @@ fn parse_json(source: &SourceFile, origin: PlatformSource) -> Result<PlatformDec
             .into())
         }
         None => {
-            return Err(Problem::new(
-                "vmc::platform::format",
-                format!("{} has no `format` number: is it a probe file?", source.name()),
-            )
+            return Err(match obj.get("format") {
+                Some(other) => fail(
+                    "vmc::platform::format",
+                    format!(
+                        "`format` is a whole number ({PLATFORM_FORMAT}), not {}",
+                        json_kind(other)
+                    ),
+                    span_of("format"),
+                )
+                .help(format!("write \"format\": {PLATFORM_FORMAT}")),
+                None => Problem::new(
+                    "vmc::platform::format",
+                    format!("{} has no `format` number: is it a probe file?", source.name()),
+                )
+                .help("a probe file is written by `vmc probe --json`, and starts with \"format\": 1"),
+            }
             .into())
         }
     }
@@ -676,11 +725,15 @@ fn parse_json(source: &SourceFile, origin: PlatformSource) -> Result<PlatformDec
         match obj.get(key) {
             None | Some(Json::Null) => Ok(None),
             Some(Json::String(s)) => Ok(Some(Spanned::new(s.clone(), span_of(s)))),
-            Some(_) => Err(fail(
+            Some(other) => Err(fail(
                 "vmc::platform::json",
-                format!("`{key}` must be a string"),
+                format!("`{key}` must be a string, not {}", json_kind(other)),
                 span_of(key),
-            )),
+            )
+            .help(match other {
+                Json::Number(n) => format!("quote it: \"{key}\": \"{n}\""),
+                _ => format!("write \"{key}\": \"...\""),
+            })),
         }
     };
     let strings = |key: &str| -> Result<Option<Vec<Spanned<String>>>, Problem> {
@@ -690,19 +743,20 @@ fn parse_json(source: &SourceFile, origin: PlatformSource) -> Result<PlatformDec
                 .iter()
                 .map(|i| match i {
                     Json::String(s) => Ok(Spanned::new(s.clone(), span_of(s))),
-                    _ => Err(fail(
+                    other => Err(fail(
                         "vmc::platform::json",
-                        format!("`{key}` must list strings"),
+                        format!("`{key}` must list strings, and lists {}", json_kind(other)),
                         span_of(key),
                     )),
                 })
                 .collect::<Result<Vec<_>, _>>()
                 .map(Some),
-            Some(_) => Err(fail(
+            Some(other) => Err(fail(
                 "vmc::platform::json",
-                format!("`{key}` must be a list"),
+                format!("`{key}` must be a list of strings, not {}", json_kind(other)),
                 span_of(key),
-            )),
+            )
+            .help(format!("write \"{key}\": [\"...\", \"...\"]"))),
         }
     };
     let name = string("name")?
@@ -751,6 +805,20 @@ fn parse_json(source: &SourceFile, origin: PlatformSource) -> Result<PlatformDec
     })
 }
 
+/// A JSON value as messages name it.
+fn json_kind(value: &serde_json::Value) -> String {
+    use serde_json::Value as Json;
+    match value {
+        Json::Null => "null".to_string(),
+        Json::Bool(b) => format!("the boolean {b}"),
+        Json::Number(n) => format!("the number {n}"),
+        Json::String(s) if s.chars().count() > 40 => "a string".to_string(),
+        Json::String(s) => format!("the string {}", serde_json::Value::String(s.clone())),
+        Json::Array(_) => "a list".to_string(),
+        Json::Object(_) => "an object".to_string(),
+    }
+}
+
 fn offload(source: &SourceFile, s: &Spanned<String>) -> Result<TapOffload, Problem> {
     TapOffload::from_name(&s.value).ok_or_else(|| {
         let known: Vec<&str> = TapOffload::ALL.iter().map(|o| o.name()).collect();
@@ -775,6 +843,17 @@ fn cpu_feature(source: &SourceFile, s: &Spanned<String>) -> Result<String, Probl
 }
 
 fn parse_platform(r: &NodeReader<'_>, origin: PlatformSource) -> Result<PlatformDecl, Problem> {
+    let head = match r.node.entries().iter().find(|e| e.name().is_none()).map(|e| e.value()) {
+        Some(kdl::KdlValue::String(name)) => format!("platform {}", kdlread::quote(name)),
+        _ => "platform \"NAME\"".to_string(),
+    };
+    r.settings_in_block(&head)?;
+    if r.node.entries().is_empty() {
+        return Err(r
+            .problem("vmc::kdl::arity", "the `platform` has no name")
+            .label("no name")
+            .help("write `platform \"NAME\" { ... }`, such as `platform \"acme-9\" { inherits \"linux-6.1\" }`"));
+    }
     let name = r.string()?;
     check_platform_name(r.source, &name)?;
     let mut decl = PlatformDecl {
@@ -1020,6 +1099,90 @@ mod tests {
         let text = format!("platform \"base\" {{ kernel \"6.1\"; cpu-features{features} }}\n") + &chain(heirs, "base");
         let err = refused(&[("t.kdl", &text)]);
         assert!(err.has("vmc::platform::too-many"), "{err:?}");
+    }
+
+    #[test]
+    fn a_platform_file_that_is_not_one_or_is_miswritten_says_what_to_write() {
+        let reg = PlatformRegistry::builtin();
+        let host = |name: &str, text: &str| reg.load_host(&SourceFile::new(name, text)).unwrap_err().0.remove(0);
+        for (name, text, message, help) in [
+            (
+                "h.kdl",
+                "vm \"a\" { }",
+                "h.kdl is a VM spec, not a platform or probe file",
+                "vmc compile",
+            ),
+            (
+                "h.kdl",
+                "format 1\nhash \"x\"\nabi { }",
+                "h.kdl is an ABI document, not a platform",
+                "vmc place DOC PROBE",
+            ),
+            (
+                "h.kdl",
+                "platform \"h\" kernel=\"6.2\"",
+                "`kernel=\"6.2\"` is a property, but the settings of `platform` are nodes in its `{ ... }` block",
+                "write `platform \"h\" { kernel \"6.2\" }`",
+            ),
+            (
+                "h.kdl",
+                "platform { kernel \"6.2\" }",
+                "the `platform` has no name",
+                "platform \"NAME\"",
+            ),
+            (
+                "h.kdl",
+                "platform \"h\" { kernel 6.10 }",
+                "`kernel` expects a string, found a floating-point number `6.10`",
+                "quote it: `kernel \"6.10\"`",
+            ),
+            (
+                "h.kdl",
+                "format \"1\"\nplatform \"h\" { kernel \"6.2\" }",
+                "`format` expects a number",
+                "`format 1`",
+            ),
+            (
+                "h.kdl",
+                "{\"format\": 1, \"name\": \"h\", \"kernel\": \"6.2\"}",
+                "h.kdl is JSON, not KDL",
+                "read it, as JSON when its name ends in .json",
+            ),
+            (
+                "h.json",
+                "{\"format\": \"1\", \"name\": \"h\"}",
+                "`format` is a whole number (1), not the string \"1\"",
+                "\"format\": 1",
+            ),
+            (
+                "h.json",
+                "{\"format\": 1, \"name\": \"h\", \"kernel\": 6.2}",
+                "`kernel` must be a string, not the number 6.2",
+                "quote it: \"kernel\": \"6.2\"",
+            ),
+            (
+                "h.json",
+                "[{\"name\": \"h\"}]",
+                "h.json is JSON a list, not a probe file",
+                "vmc probe --json",
+            ),
+            (
+                "h.json",
+                "{\"format\": 1, \"hash\": \"x\", \"abi\": {}}",
+                "h.json is `vmc show --json` output (an ABI document), not a probe file",
+                "vmc place DOC PROBE",
+            ),
+            (
+                "h.json",
+                "{\"format\": 1, \"name\": \"h\", \"tap-offloads\": \"csum\"}",
+                "`tap-offloads` must be a list of strings, not the string \"csum\"",
+                "[\"...\", \"...\"]",
+            ),
+        ] {
+            let p = host(name, text);
+            assert!(p.message.contains(message), "{text}: {p:?}");
+            assert!(p.help.as_deref().unwrap_or_default().contains(help), "{text}: {p:?}");
+        }
     }
 
     #[test]
