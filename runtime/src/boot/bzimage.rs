@@ -14,8 +14,8 @@ use vm_memory::{ByteValued, GuestAddress, GuestMemoryMmap};
 
 use super::layout::{BOOT_STACK_POINTER, ZERO_PAGE_ADDR};
 use super::{
-    low_memory_end, memory_map, paging, place_initrd, write_bytes, write_cmdline, write_gdt, BootError, CpuMode,
-    EntryState, LoadedKernel,
+    in_ram, low_memory_end, memory_map, paging, place_initrd, ram_text, write_bytes, write_cmdline, write_gdt,
+    BootError, CpuMode, EntryState, LoadedKernel,
 };
 use crate::vm::layout::HIMEM_START;
 
@@ -42,6 +42,37 @@ pub const DEFAULT_CMDLINE_SIZE: usize = 256;
 /// How many e820 entries the zero page holds.
 pub const E820_MAX_ENTRIES: usize = 128;
 
+/// Checks, before anything is written, that the protected-mode kernel fits in RAM at
+/// its load address, with the room it says it needs to unpack itself (`init_size`,
+/// boot protocol 2.10 and later). A header the loader refuses is left to it.
+pub fn check_fits(mem: &GuestMemoryMmap, image: &[u8]) -> Result<(), BootError> {
+    let u8_at = |at: usize| image.get(at).copied();
+    let u16_at = |at: usize| Some(u16::from_le_bytes(image.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(image.get(at..at + 4)?.try_into().ok()?));
+    let (Some(setup_sects), Some(version), Some(code32_start)) = (u8_at(0x1f1), u16_at(0x206), u32_at(0x214)) else {
+        return Ok(());
+    };
+    let setup = (usize::from(if setup_sects == 0 { 4 } else { setup_sects }) + 1) * 512;
+    let Some(payload) = image.len().checked_sub(setup) else {
+        return Ok(());
+    };
+    let init_size = if version >= 0x020a {
+        u32_at(0x260).unwrap_or(0)
+    } else {
+        0
+    };
+    let start = u64::from(code32_start);
+    let size = (payload as u64).max(u64::from(init_size));
+    if start >= HIMEM_START && !in_ram(mem, start, size) {
+        return Err(BootError::KernelOutsideRam {
+            start,
+            size,
+            ram: ram_text(mem),
+        });
+    }
+    Ok(())
+}
+
 /// Loads a bzImage and lays out the zero page, command line, e820 map, initrd and
 /// page tables for the 64-bit entry.
 pub fn load(
@@ -50,6 +81,7 @@ pub fn load(
     cmdline: &str,
     initrd: Option<&[u8]>,
 ) -> Result<LoadedKernel, BootError> {
+    check_fits(mem, image)?;
     let loaded = BzImage::load(mem, None, &mut Cursor::new(image), Some(GuestAddress(HIMEM_START)))?;
     // The loader always returns the header for a bzImage.
     let mut params = boot_params {
@@ -128,4 +160,44 @@ pub fn load(
         initrd,
         memory_map: map,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vm::layout::create_guest_memory;
+
+    const MIB: u64 = 1 << 20;
+
+    /// A bzImage header (protocol 2.12, 64-bit entry) and `payload` bytes of kernel.
+    fn bzimage(payload: usize, init_size: u32) -> Vec<u8> {
+        let setup_sects = 4u8;
+        let mut image = vec![0u8; (usize::from(setup_sects) + 1) * 512 + payload];
+        image[0x1f1] = setup_sects;
+        image[0x202..0x206].copy_from_slice(b"HdrS");
+        image[0x206..0x208].copy_from_slice(&0x020cu16.to_le_bytes());
+        image[0x211] = LOADED_HIGH;
+        image[0x214..0x218].copy_from_slice(&0x10_0000u32.to_le_bytes());
+        image[0x236..0x238].copy_from_slice(&XLF_KERNEL_64.to_le_bytes());
+        image[0x260..0x264].copy_from_slice(&init_size.to_le_bytes());
+        image
+    }
+
+    #[test]
+    fn a_kernel_larger_than_ram_is_named_with_its_size_and_the_rams() {
+        let mem = create_guest_memory(8 * MIB).unwrap();
+        assert!(load(&mem, &bzimage(4096, 0), "", None).is_ok());
+        let err = load(&mem, &bzimage(8 * MIB as usize, 0), "", None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the kernel needs 0x800000 bytes from 0x100000 to load and unpack itself, more than the guest's RAM \
+             holds (8 MiB at 0x0..0x800000): give the VM more memory"
+        );
+        // The room it needs to unpack counts, not only the file.
+        let err = load(&mem, &bzimage(4096, 16 << 20), "", None).unwrap_err();
+        assert!(
+            matches!(err, BootError::KernelOutsideRam { size: 0x100_0000, .. }),
+            "{err:?}"
+        );
+    }
 }

@@ -123,6 +123,112 @@ pub enum BootError {
     /// The memory map has more entries than the protocol's table holds.
     #[error("the memory map has {0} entries, more than the boot protocol can pass")]
     TooManyMemoryMapEntries(usize),
+    /// The ELF kernel's program headers lie past the end of the file.
+    #[error(
+        "the kernel image is cut short: its program headers ({count} of {size} bytes at offset {offset:#x}) \
+         end past the end of the {len}-byte file"
+    )]
+    ProgramHeadersBeyondFile {
+        /// Offset of the table.
+        offset: u64,
+        /// Number of entries.
+        count: u16,
+        /// Size of one entry.
+        size: u16,
+        /// Length of the image.
+        len: usize,
+    },
+    /// The ELF header's entry address is below 1 MiB.
+    #[error(
+        "the kernel's ELF entry address {0:#x} is below 1 MiB, where vmc puts the boot structures: use a kernel \
+         linked to run at 1 MiB (0x100000) or above"
+    )]
+    ElfEntryInBootArea(u64),
+    /// A segment of the ELF kernel lies past the end of the file.
+    #[error(
+        "the kernel image is cut short: its segment {index} holds {size:#x} bytes at file offset {offset:#x}, \
+         past the end of the {len}-byte file"
+    )]
+    SegmentBeyondFile {
+        /// Index of the program header.
+        index: usize,
+        /// File offset of the segment's data.
+        offset: u64,
+        /// Bytes of data in the file.
+        size: u64,
+        /// Length of the image.
+        len: usize,
+    },
+    /// A segment of the kernel is to be loaded where the guest has no RAM.
+    #[error(
+        "the kernel's segment {index} is {size:#x} bytes at {start:#x}, outside the guest's RAM ({ram}): \
+         give the VM more memory, or use a kernel linked to load within it"
+    )]
+    SegmentOutsideRam {
+        /// Index of the program header.
+        index: usize,
+        /// Guest physical address of the segment.
+        start: u64,
+        /// Bytes it occupies in memory (bss included).
+        size: u64,
+        /// The guest's RAM, as text.
+        ram: String,
+    },
+    /// A segment of the kernel is to be loaded below 1 MiB, over the boot structures.
+    #[error(
+        "the kernel's segment {index} is {size:#x} bytes at {start:#x}, below 1 MiB, where vmc puts the boot \
+         structures: use a kernel linked to load at 1 MiB (0x100000) or above"
+    )]
+    SegmentInBootArea {
+        /// Index of the program header.
+        index: usize,
+        /// Guest physical address of the segment.
+        start: u64,
+        /// Bytes it occupies in memory.
+        size: u64,
+    },
+    /// The PVH entry point is in the MMIO hole, where there is no RAM.
+    #[error(
+        "the kernel's PVH entry point {entry:#x} is in the MMIO hole ({hole_start:#x}..{hole_end:#x}), where the \
+         guest has devices, not RAM: the vCPU could not run there"
+    )]
+    PvhEntryInMmioHole {
+        /// The entry address.
+        entry: u64,
+        /// Start of the hole.
+        hole_start: u64,
+        /// End (exclusive) of the hole.
+        hole_end: u64,
+    },
+    /// The PVH entry point is beyond the guest's RAM.
+    #[error("the kernel's PVH entry point {entry:#x} is outside the guest's RAM ({ram})")]
+    PvhEntryOutsideRam {
+        /// The entry address.
+        entry: u64,
+        /// The guest's RAM, as text.
+        ram: String,
+    },
+    /// The PVH entry point is in RAM the kernel does not load.
+    #[error("the kernel's PVH entry point {entry:#x} is not in any segment the kernel loads ({segments})")]
+    PvhEntryNotLoaded {
+        /// The entry address.
+        entry: u64,
+        /// The loaded segments, as text.
+        segments: String,
+    },
+    /// A bzImage does not fit in the guest's RAM.
+    #[error(
+        "the kernel needs {size:#x} bytes from {start:#x} to load and unpack itself, more than the guest's \
+         RAM holds ({ram}): give the VM more memory"
+    )]
+    KernelOutsideRam {
+        /// Load address.
+        start: u64,
+        /// Bytes needed from there.
+        size: u64,
+        /// The guest's RAM, as text.
+        ram: String,
+    },
     /// Writing guest memory failed (the guest is too small for the boot layout).
     #[error("cannot write {what} to guest memory: {source}")]
     Memory {
@@ -226,4 +332,30 @@ pub(crate) fn place_initrd(size: u64, kernel_end: u64, limit: u64) -> Result<u64
 /// End (exclusive) of the RAM region that starts at 0.
 pub(crate) fn low_memory_end(mem: &GuestMemoryMmap) -> u64 {
     mem.iter().find(|r| r.start_addr().0 == 0).map(|r| r.len()).unwrap_or(0)
+}
+
+/// Whether `[start, start + size)` lies within one RAM region of the guest.
+pub(crate) fn in_ram(mem: &GuestMemoryMmap, start: u64, size: u64) -> bool {
+    let Some(end) = start.checked_add(size) else {
+        return false;
+    };
+    mem.iter().any(|r| {
+        let (r_start, r_end) = (r.start_addr().0, r.start_addr().0 + r.len());
+        r_start <= start && end <= r_end
+    })
+}
+
+/// The guest's RAM as messages give it: its size and where it is.
+pub(crate) fn ram_text(mem: &GuestMemoryMmap) -> String {
+    let total: u64 = mem.iter().map(|r| r.len()).sum();
+    let ranges: Vec<String> = mem
+        .iter()
+        .map(|r| format!("{:#x}..{:#x}", r.start_addr().0, r.start_addr().0 + r.len()))
+        .collect();
+    let size = if total.is_multiple_of(1 << 20) {
+        format!("{} MiB", total >> 20)
+    } else {
+        format!("{total} bytes")
+    };
+    format!("{size} at {}", ranges.join(" and "))
 }

@@ -20,10 +20,10 @@ use vm_memory::{ByteValued, GuestAddress, GuestMemoryMmap};
 
 use super::layout::{CMDLINE_MAX_SIZE, PVH_MEMMAP_ADDR, PVH_MEMMAP_MAX_ENTRIES, PVH_MODLIST_ADDR, PVH_START_INFO_ADDR};
 use super::{
-    low_memory_end, memory_map, place_initrd, write_bytes, write_cmdline, write_gdt, BootError, CpuMode, EntryState,
-    LoadedKernel, MemoryMapEntry,
+    in_ram, low_memory_end, memory_map, place_initrd, ram_text, write_bytes, write_cmdline, write_gdt, BootError,
+    CpuMode, EntryState, LoadedKernel, MemoryMapEntry,
 };
-use crate::vm::layout::HIMEM_START;
+use crate::vm::layout::{HIMEM_START, MMIO_HOLE_END, MMIO_HOLE_START};
 
 /// `hvm_start_info.magic`.
 pub const XEN_HVM_START_MAGIC: u32 = 0x336e_c578;
@@ -37,11 +37,13 @@ pub fn load(
     cmdline: &str,
     initrd: Option<&[u8]>,
 ) -> Result<LoadedKernel, BootError> {
+    let segments = check_segments(mem, image)?;
     let loaded = Elf::load(mem, None, &mut Cursor::new(image), Some(GuestAddress(HIMEM_START)))?;
     let entry = match loaded.pvh_boot_cap {
         PvhBootCapability::PvhEntryPresent(addr) => addr.0,
         _ => return Err(BootError::NoPvhEntry),
     };
+    check_entry(mem, entry, &segments)?;
     let kernel_end = loaded.kernel_end;
     let initrd = match initrd {
         Some(bytes) => {
@@ -71,6 +73,130 @@ pub fn load(
         initrd,
         memory_map: map,
     })
+}
+
+/// `PT_LOAD`.
+const PT_LOAD: u32 = 1;
+/// Size of an ELF64 header.
+const EHDR_SIZE: usize = 64;
+
+fn u16_at(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+fn u32_at(b: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_le_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// A loadable segment: where it goes in guest memory, and how many bytes it takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Segment {
+    /// Guest physical address (`p_paddr`).
+    pub start: u64,
+    /// Bytes in memory (`p_memsz`, bss included).
+    pub size: u64,
+}
+
+/// Reads an ELF64 kernel's loadable segments and checks that each lies in the file and
+/// in guest RAM at or above 1 MiB, before anything is written: a kernel that does not
+/// fit is refused with its segment's address and size and the RAM's, rather than with
+/// the loader's "unable to read kernel image". A header the loader itself refuses
+/// (another class or byte order) is left to it.
+pub fn check_segments(mem: &GuestMemoryMmap, image: &[u8]) -> Result<Vec<Segment>, BootError> {
+    if image.len() < EHDR_SIZE || image[4] != 2 || image[5] != 1 {
+        return Ok(Vec::new());
+    }
+    let (Some(entry), Some(phoff), Some(phentsize), Some(phnum)) = (
+        u64_at(image, 0x18),
+        u64_at(image, 0x20),
+        u16_at(image, 0x36),
+        u16_at(image, 0x38),
+    ) else {
+        return Ok(Vec::new());
+    };
+    if entry < HIMEM_START {
+        return Err(BootError::ElfEntryInBootArea(entry));
+    }
+    let table_end = u64::from(phentsize)
+        .checked_mul(u64::from(phnum))
+        .and_then(|n| n.checked_add(phoff));
+    if phnum > 0 && (phentsize < 56 || table_end.is_none_or(|end| end > image.len() as u64)) {
+        return Err(BootError::ProgramHeadersBeyondFile {
+            offset: phoff,
+            count: phnum,
+            size: phentsize,
+            len: image.len(),
+        });
+    }
+    let mut segments = Vec::new();
+    for index in 0..usize::from(phnum) {
+        let at = phoff as usize + index * usize::from(phentsize);
+        let field = |off: usize| u64_at(image, at + off).unwrap_or(0);
+        if u32_at(image, at) != Some(PT_LOAD) {
+            continue;
+        }
+        let (offset, start, filesz, memsz) = (field(8), field(24), field(32), field(40));
+        if filesz > 0 && offset.checked_add(filesz).is_none_or(|end| end > image.len() as u64) {
+            return Err(BootError::SegmentBeyondFile {
+                index,
+                offset,
+                size: filesz,
+                len: image.len(),
+            });
+        }
+        let size = memsz.max(filesz);
+        if size == 0 {
+            continue;
+        }
+        if start < HIMEM_START {
+            return Err(BootError::SegmentInBootArea { index, start, size });
+        }
+        if !in_ram(mem, start, size) {
+            return Err(BootError::SegmentOutsideRam {
+                index,
+                start,
+                size,
+                ram: ram_text(mem),
+            });
+        }
+        segments.push(Segment { start, size });
+    }
+    Ok(segments)
+}
+
+/// Checks that the PVH entry point is code the kernel loaded, in RAM: the vCPU starts
+/// there, and anywhere else it would fault at once.
+pub fn check_entry(mem: &GuestMemoryMmap, entry: u64, segments: &[Segment]) -> Result<(), BootError> {
+    if (MMIO_HOLE_START..MMIO_HOLE_END).contains(&entry) {
+        return Err(BootError::PvhEntryInMmioHole {
+            entry,
+            hole_start: MMIO_HOLE_START,
+            hole_end: MMIO_HOLE_END,
+        });
+    }
+    if !in_ram(mem, entry, 1) {
+        return Err(BootError::PvhEntryOutsideRam {
+            entry,
+            ram: ram_text(mem),
+        });
+    }
+    if !segments.iter().any(|s| (s.start..s.start + s.size).contains(&entry)) {
+        let list: Vec<String> = segments
+            .iter()
+            .map(|s| format!("{:#x}..{:#x}", s.start, s.start + s.size))
+            .collect();
+        return Err(BootError::PvhEntryNotLoaded {
+            entry,
+            segments: if list.is_empty() {
+                "none".to_string()
+            } else {
+                list.join(", ")
+            },
+        });
+    }
+    Ok(())
 }
 
 /// Writes `hvm_start_info`, its memory map and (with an initrd) its module list.
@@ -114,4 +240,136 @@ pub fn write_start_info(
         info.modlist_paddr = PVH_MODLIST_ADDR;
     }
     write_bytes(mem, "hvm_start_info", PVH_START_INFO_ADDR, info.as_slice())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boot::load_kernel;
+    use crate::selftest::elf::pvh_elf;
+    use crate::vm::layout::create_guest_memory;
+
+    const MIB: u64 = 1 << 20;
+
+    fn load(memory: u64, image: &[u8]) -> Result<LoadedKernel, BootError> {
+        let mem = create_guest_memory(memory).unwrap();
+        load_kernel(&mem, image, "", None)
+    }
+
+    /// A kernel of `size` bytes of `hlt` loaded at `at`, entered at `entry`.
+    fn kernel(at: u32, entry: u32, size: usize, bss: u64) -> Vec<u8> {
+        pvh_elf(at, entry, &vec![0xf4; size], bss)
+    }
+
+    #[test]
+    fn a_kernel_that_fits_loads() {
+        let loaded = load(16 * MIB, &kernel(0x10_0000, 0x10_0010, 4096, 0)).unwrap();
+        assert_eq!(loaded.entry.ip, 0x10_0010);
+    }
+
+    #[test]
+    fn a_segment_outside_ram_is_named_with_its_place_and_the_rams() {
+        let err = load(16 * MIB, &kernel(0xf0_0000, 0xf0_0000, 2 * MIB as usize, 0)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                BootError::SegmentOutsideRam {
+                    index: 0,
+                    start: 0xf0_0000,
+                    size: 0x20_0000,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "the kernel's segment 0 is 0x200000 bytes at 0xf00000, outside the guest's RAM (16 MiB at 0x0..0x1000000): \
+             give the VM more memory, or use a kernel linked to load within it"
+        );
+        // Its bss counts: the kernel uses that memory as soon as it runs.
+        let err = load(16 * MIB, &kernel(0x10_0000, 0x10_0000, 4096, 64 * MIB)).unwrap_err();
+        assert!(
+            matches!(err, BootError::SegmentOutsideRam { size: 0x400_1000, .. }),
+            "{err:?}"
+        );
+        // In the MMIO hole, or above 4 GiB with no RAM there.
+        for at in [0xc000_0000u32, 0xfeb0_0000] {
+            let err = load(16 * MIB, &kernel(at, at, 4096, 0)).unwrap_err();
+            assert!(matches!(err, BootError::SegmentOutsideRam { .. }), "{at:#x}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_segment_below_one_mib_would_overwrite_the_boot_structures() {
+        let err = load(16 * MIB, &kernel(0x8000, 0x10_0000, 4096, 0)).unwrap_err();
+        assert!(
+            matches!(err, BootError::SegmentInBootArea { start: 0x8000, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_pvh_entry_outside_what_was_loaded_is_refused_before_running() {
+        let err = load(16 * MIB, &kernel(0x10_0000, 0xfeb0_0000, 4096, 0)).unwrap_err();
+        assert!(
+            matches!(err, BootError::PvhEntryInMmioHole { entry: 0xfeb0_0000, .. }),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string()
+                .contains("0xfeb00000 is in the MMIO hole (0xc0000000..0x100000000)"),
+            "{err}"
+        );
+        let err = load(16 * MIB, &kernel(0x10_0000, 0x2000_0000, 4096, 0)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the kernel's PVH entry point 0x20000000 is outside the guest's RAM (16 MiB at 0x0..0x1000000)"
+        );
+        let err = load(16 * MIB, &kernel(0x10_0000, 0x80_0000, 4096, 0)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "the kernel's PVH entry point 0x800000 is not in any segment the kernel loads (0x100000..0x101000)"
+        );
+        let mut image = kernel(0x10_0000, 0x500, 4096, 0);
+        let err = load(16 * MIB, &image).unwrap_err();
+        assert!(matches!(err, BootError::ElfEntryInBootArea(0x500)), "{err:?}");
+        // The ELF header's entry is where a 64-bit loader would start; PVH has its own.
+        image[0x18..0x20].copy_from_slice(&0x10_0000u64.to_le_bytes());
+        let err = load(16 * MIB, &image).unwrap_err();
+        assert!(
+            matches!(err, BootError::PvhEntryNotLoaded { entry: 0x500, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_truncated_image_says_so() {
+        let image = kernel(0x10_0000, 0x10_0000, 8192, 0);
+        let err = load(16 * MIB, &image[..image.len() - 100]).unwrap_err();
+        assert!(matches!(err, BootError::SegmentBeyondFile { index: 0, .. }), "{err:?}");
+        let mut image = kernel(0x10_0000, 0x10_0000, 8192, 0);
+        image[0x38..0x3a].copy_from_slice(&500u16.to_le_bytes());
+        let err = load(16 * MIB, &image).unwrap_err();
+        assert!(
+            matches!(err, BootError::ProgramHeadersBeyondFile { count: 500, .. }),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn ram_above_the_hole_is_ram() {
+        let mem = create_guest_memory(4096 * MIB).unwrap();
+        assert!(in_ram(&mem, 0x1_0000_0000, MIB));
+        assert!(!in_ram(&mem, 0xbfff_f000, 0x2000));
+        assert_eq!(
+            ram_text(&mem),
+            "4096 MiB at 0x0..0xc0000000 and 0x100000000..0x140000000"
+        );
+        let segments = [Segment {
+            start: 0x1_0000_0000,
+            size: MIB,
+        }];
+        assert!(check_entry(&mem, 0x1_0000_0000, &segments).is_ok());
+    }
 }
