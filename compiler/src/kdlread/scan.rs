@@ -10,8 +10,9 @@
 //!   write instead, so the parser only ever sees valid text (and never recovers);
 //! * refuses blocks nested deeper than a limit, counting commented-out ones too;
 //! * returns the text with every `/* */` comment and every `/-` comment (the `/-` and
-//!   what it comments out) overwritten by spaces, byte for byte, so offsets and spans
-//!   are unchanged and the parser meets neither (`//` comments stay: the parser reads
+//!   what it comments out) overwritten, byte for byte, by one flat `/*   */` comment
+//!   (or spaces, when shorter than 4 bytes), so offsets and spans are unchanged and the
+//!   parser meets no nesting, and no slashdash (`//` comments stay: the parser reads
 //!   them in a loop).
 //!
 //! It is at least as strict as the parser (where the KDL 2.0 specification and the
@@ -48,11 +49,27 @@ pub fn scan(text: &str, max_depth: usize) -> Result<Option<String>> {
     if s.blanks.is_empty() {
         return Ok(None);
     }
-    let mut out = text.as_bytes().to_vec();
-    for (start, end) in s.blanks {
-        out[start..end].fill(b' ');
+    // Nested and adjacent ranges become one: each maximal range is blanked once.
+    let mut ranges = s.blanks;
+    ranges.sort_unstable();
+    let mut merged: Vec<(usize, usize)> = Vec::with_capacity(ranges.len());
+    for (start, end) in ranges {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((start, end)),
+        }
     }
-    // Only whole characters were replaced, by ASCII spaces.
+    let mut out = text.as_bytes().to_vec();
+    for (start, end) in merged {
+        // As a `/* */` comment when there is room: the parser reads a comment's inside
+        // in a tighter loop than spaces, and either is whitespace wherever the range was.
+        out[start..end].fill(b' ');
+        if end - start >= 4 {
+            out[start..start + 2].copy_from_slice(b"/*");
+            out[end - 2..end].copy_from_slice(b"*/");
+        }
+    }
+    // Only whole characters were replaced, by ASCII.
     Ok(Some(String::from_utf8(out).expect("blanking keeps UTF-8 valid")))
 }
 
@@ -1215,14 +1232,16 @@ mod tests {
     #[test]
     fn comments_and_slashdashes_are_blanked_in_place() {
         assert_eq!(ok("a 1"), None);
-        assert_eq!(ok("a /* x */ 1 // y\nb").as_deref(), Some("a         1 // y\nb"));
-        assert_eq!(ok("/-a 1; b").as_deref(), Some("       b"));
+        assert_eq!(ok("a /* x */ 1 // y\nb").as_deref(), Some("a /*   */ 1 // y\nb"));
+        assert_eq!(ok("a /* /* x */ */ 1").as_deref(), Some("a /*         */ 1"));
+        assert_eq!(ok("/-a 1; b").as_deref(), Some("/*  */ b"));
         assert_eq!(
             ok("a /-1 2 /-k=v /-{ c } { d /-{ } }").as_deref(),
-            Some("a     2               { d       }")
+            Some("a     2 /* */ /*   */ { d /* */ }")
         );
-        assert_eq!(ok("a /-\n 1 2").as_deref(), Some("a       2"));
-        assert_eq!(ok("a /* é */ 1").as_deref(), Some("a          1"));
+        assert_eq!(ok("a /-\n 1 2").as_deref(), Some("a /* */ 2"));
+        assert_eq!(ok("a /* é */ 1").as_deref(), Some("a /*    */ 1"));
+        assert_eq!(ok("a /**//-1 2").as_deref(), Some("a /*   */ 2"));
     }
 
     #[test]
