@@ -539,8 +539,20 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
-    /// `(type)`.
+    /// `(type)`, and no second one after it.
     fn type_annotation(&mut self) -> Result<()> {
+        self.one_type_annotation()?;
+        let after = self.pos;
+        self.node_space()?;
+        if self.at(self.pos) == Some('(') {
+            return Err(error(self.pos, 1, "a second type annotation", "second `(...)`")
+                .help("a node name or a value has at most one type annotation, such as `(u8)1`"));
+        }
+        self.pos = after;
+        Ok(())
+    }
+
+    fn one_type_annotation(&mut self) -> Result<()> {
         let open = self.pos;
         self.pos += 1;
         self.node_space()?;
@@ -1307,6 +1319,8 @@ mod tests {
             ("a \\ x", 2, "continues the node"),
             ("a r\"x\"", 2, "KDL 1 raw string"),
             ("a #yes", 2, "not a KDL keyword"),
+            ("a (t) (u)1", 6, "a second type annotation"),
+            ("(t)(u)a", 3, "a second type annotation"),
             ("a \"\"\"x\"\"\"", 2, "must end its line"),
             ("a \"\"\"\n  x\n y\n  \"\"\"", 10, "not indented like"),
             ("a \"\"\"\n  x \"\"\" y\n  \"\"\"", 10, "inside a multi-line string"),
