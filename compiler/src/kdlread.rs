@@ -74,7 +74,7 @@ pub fn parse(source: &SourceFile, what: &str) -> Result<KdlDocument, Problems> {
         } else if let Some(help) = e.help {
             p = p.help(help);
         }
-        Problems::from(p)
+        Problems::from(renderable(p))
     })?;
     KdlDocument::parse_v2(stripped.as_deref().unwrap_or(text)).map_err(|err| {
         // Not reached for a text the scan accepts; kept so that a disagreement between
@@ -100,9 +100,46 @@ pub fn parse(source: &SourceFile, what: &str) -> Result<KdlDocument, Problems> {
         if problems.is_empty() {
             Problem::new("vmc::kdl::syntax", format!("{} is not valid KDL 2.0", source.name())).into()
         } else {
-            Problems(problems)
+            at_most(Problems(problems))
         }
     })
+}
+
+/// How far into its line a problem's place may be and still be shown under the line:
+/// the terminal renderer cannot indent a label by more than 65,535 columns, and a
+/// character may take two.
+const MAX_SHOWN_COLUMN: usize = 30_000;
+
+/// `problem`, shown without its source snippet when a place in it is too far along a
+/// very long line to be drawn; the message then says where, in words.
+pub fn renderable(mut problem: Problem) -> Problem {
+    let Some(source) = problem.source.clone() else {
+        return problem;
+    };
+    let text = source.text();
+    let too_far = |span: &SourceSpan| {
+        let end = (span.offset() + span.len()).min(text.len());
+        let line_start = text[..floor_boundary(text, end)].rfind('\n').map_or(0, |i| i + 1);
+        text[line_start..floor_boundary(text, end)].chars().count() > MAX_SHOWN_COLUMN
+    };
+    let primary = problem.span.as_ref().is_some_and(too_far);
+    if primary || problem.related.iter().any(|(span, _)| too_far(span)) {
+        if let Some(span) = problem.span {
+            let (line, column) = source.line_column(span.offset());
+            problem.message = format!("{} (line {line}, column {column})", problem.message);
+        }
+        problem.span = None;
+        problem.label = None;
+        problem.related.clear();
+    }
+    problem
+}
+
+fn floor_boundary(text: &str, mut i: usize) -> usize {
+    while i > 0 && !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
 }
 
 /// The problem code of a JSON text where KDL was expected.
@@ -532,11 +569,12 @@ impl Capped {
     }
 }
 
-/// `problems`, with any beyond [`MAX_PROBLEMS`] replaced by a count of them.
+/// `problems`, with any beyond [`MAX_PROBLEMS`] replaced by a count of them, each
+/// [`renderable`].
 pub fn at_most(problems: Problems) -> Problems {
     let mut all = problems.0;
     if all.len() <= MAX_PROBLEMS {
-        return Problems(all);
+        return Problems(all.into_iter().map(renderable).collect());
     }
     // A count already made is added to.
     let counted: usize = all
@@ -550,7 +588,7 @@ pub fn at_most(problems: Problems) -> Problems {
     if more > 0 {
         all.push(more_problems(more));
     }
-    Problems(all)
+    Problems(all.into_iter().map(renderable).collect())
 }
 
 /// A node's name and entries, without its block: where a duplicate is pointed at.
@@ -694,6 +732,21 @@ b #"{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{{"#"##;
         assert_eq!(
             kept.0[MAX_PROBLEMS].message,
             "... and 259 more problems like these, not shown (vmc shows the first 50)"
+        );
+    }
+
+    #[test]
+    fn a_place_far_along_a_long_line_is_given_in_words() {
+        let text = format!("vm \"a\" {{{} cpuz 1 }}", " ".repeat(70_000));
+        let p =
+            renderable(Problem::new("x", "unknown").at(&SourceFile::new("l.kdl", text), SourceSpan::from((70_010, 4))));
+        assert_eq!(p.message, "unknown (line 1, column 70011)");
+        assert_eq!(p.span, None);
+        let near =
+            renderable(Problem::new("x", "near").at(&SourceFile::new("l.kdl", "a\nb"), SourceSpan::from((2, 1))));
+        assert_eq!(
+            (near.message.as_str(), near.span),
+            ("near", Some(SourceSpan::from((2, 1))))
         );
     }
 

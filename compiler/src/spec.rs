@@ -122,10 +122,12 @@ fn parse_all(source: &SourceFile) -> Result<Spec, Problems> {
     };
     let mut seen = HashMap::new();
     let mut net_ids: HashMap<String, SourceSpan> = HashMap::new();
+    // Finding a line and column reads the text up to it: only the problems shown do.
+    let mut located = 0;
     for child in vm.children() {
         let c = NodeReader::new(source, child);
         if c.name() != "net" {
-            if let Some(dup) = duplicate(&mut seen, c.name(), child.span(), source) {
+            if let Some(dup) = duplicate(&mut seen, c.name(), child.span(), source, &mut located) {
                 problems.push(dup);
                 continue;
             }
@@ -135,22 +137,24 @@ fn parse_all(source: &SourceFile) -> Result<Spec, Problems> {
             "cpus" => spec.cpus = problems.ok(c.no_children().and_then(|_| c.unsigned())),
             "cpu-model" => spec.cpu_model = problems.ok(c.no_children().and_then(|_| c.string())),
             "memory" => spec.memory = problems.ok(c.no_children().and_then(|_| memory(&c))),
-            "boot" => spec.boot = parse_boot(&c, &mut problems),
+            "boot" => spec.boot = parse_boot(&c, &mut problems, &mut located),
             "net" => {
-                if let Some(net) = parse_net(&c, &mut problems) {
+                if let Some(net) = parse_net(&c, &mut problems, &mut located) {
                     if let Some(first) = net_ids.get(&net.id.value) {
-                        let (line, col) = source.line_column(first.offset());
-                        problems.push(
-                            Problem::new(
-                                "vmc::spec::duplicate-device",
-                                format!("device id `{}` is used twice", net.id.value),
-                            )
-                            .at(source, net.id.span)
-                            .label("second use")
-                            .help(format!(
+                        let mut p = Problem::new(
+                            "vmc::spec::duplicate-device",
+                            format!("device id `{}` is used twice", net.id.value),
+                        )
+                        .at(source, net.id.span)
+                        .label("second use");
+                        located += 1;
+                        if located <= kdlread::MAX_PROBLEMS {
+                            let (line, col) = source.line_column(first.offset());
+                            p = p.help(format!(
                                 "the first is at line {line}, column {col}; give each device its own id"
-                            )),
-                        );
+                            ));
+                        }
+                        problems.push(p);
                     } else {
                         net_ids.insert(net.id.value.clone(), net.id.span);
                         spec.nets.push(net);
@@ -167,20 +171,25 @@ fn parse_all(source: &SourceFile) -> Result<Spec, Problems> {
     problems.finish(spec)
 }
 
+/// A setting seen before in its block, as a problem; `located` counts the problems
+/// given a line and column (only the first [`kdlread::MAX_PROBLEMS`] are shown).
 fn duplicate<'a>(
     seen: &mut HashMap<&'a str, SourceSpan>,
     name: &'a str,
     span: SourceSpan,
     source: &SourceFile,
+    located: &mut usize,
 ) -> Option<Problem> {
     if let Some(first) = seen.get(name) {
+        let p = Problem::new("vmc::spec::duplicate-setting", format!("`{name}` is set twice"))
+            .at(source, span)
+            .label("second setting");
+        *located += 1;
+        if *located > kdlread::MAX_PROBLEMS {
+            return Some(p);
+        }
         let (line, col) = source.line_column(first.offset());
-        return Some(
-            Problem::new("vmc::spec::duplicate-setting", format!("`{name}` is set twice"))
-                .at(source, span)
-                .label("second setting")
-                .help(format!("keep one: the first is at line {line}, column {col}")),
-        );
+        return Some(p.help(format!("keep one: the first is at line {line}, column {col}")));
     }
     seen.insert(name, span);
     None
@@ -379,7 +388,7 @@ pub fn parse_size(text: &str) -> Result<u64, SizeError> {
     n.checked_mul(1u64 << shift).ok_or_else(too_large)
 }
 
-fn parse_boot(c: &NodeReader<'_>, problems: &mut Collector) -> Option<BootSpec> {
+fn parse_boot(c: &NodeReader<'_>, problems: &mut Collector, located: &mut usize) -> Option<BootSpec> {
     if let Err(p) = c.settings_in_block("boot").and_then(|_| c.arguments()).and_then(|a| {
         if a.is_empty() {
             Ok(())
@@ -395,7 +404,7 @@ fn parse_boot(c: &NodeReader<'_>, problems: &mut Collector) -> Option<BootSpec> 
     let mut seen = HashMap::new();
     for child in c.children() {
         let b = NodeReader::new(c.source, child);
-        if let Some(dup) = duplicate(&mut seen, b.name(), child.span(), c.source) {
+        if let Some(dup) = duplicate(&mut seen, b.name(), child.span(), c.source, located) {
             problems.push(dup);
             continue;
         }
@@ -424,7 +433,7 @@ fn non_empty(source: &SourceFile, v: Spanned<String>, what: &str) -> Result<Span
     }
 }
 
-fn parse_net(c: &NodeReader<'_>, problems: &mut Collector) -> Option<NetSpec> {
+fn parse_net(c: &NodeReader<'_>, problems: &mut Collector, located: &mut usize) -> Option<NetSpec> {
     let id = problems.ok(c
         .settings_in_block(&head_of(c, "\"net0\""))
         .and_then(|_| c.string())
@@ -438,7 +447,7 @@ fn parse_net(c: &NodeReader<'_>, problems: &mut Collector) -> Option<NetSpec> {
     let mut seen = HashMap::new();
     for child in c.children() {
         let n = NodeReader::new(c.source, child);
-        if let Some(dup) = duplicate(&mut seen, n.name(), child.span(), c.source) {
+        if let Some(dup) = duplicate(&mut seen, n.name(), child.span(), c.source, located) {
             problems.push(dup);
             continue;
         }
