@@ -21,6 +21,8 @@ const TIMEOUT: Duration = Duration::from_secs(240);
 const MEMORY_KIB: u64 = 4 << 20;
 
 struct Run {
+    /// Where its standard output went.
+    out: std::path::PathBuf,
     code: Option<i32>,
     signal: Option<i32>,
     stderr: String,
@@ -28,8 +30,9 @@ struct Run {
 }
 
 /// Runs `vmc args` under [`TIMEOUT`] and [`MEMORY_KIB`], its output in files.
+static RUNS: AtomicUsize = AtomicUsize::new(0);
+
 fn vmc_bounded(s: &Scratch, args: &[&str], timeout: Duration) -> Run {
-    static RUNS: AtomicUsize = AtomicUsize::new(0);
     let n = RUNS.fetch_add(1, Ordering::Relaxed);
     let (out, err) = (s.path(&format!("run{n}.out")), s.path(&format!("run{n}.err")));
     let start = Instant::now();
@@ -56,6 +59,7 @@ fn vmc_bounded(s: &Scratch, args: &[&str], timeout: Duration) -> Run {
     };
     let stderr = String::from_utf8_lossy(&std::fs::read(&err).unwrap()).into_owned();
     Run {
+        out,
         code: status.code(),
         signal: status.signal(),
         stderr,
@@ -443,4 +447,84 @@ fn many_problems_in_one_input_are_cut_short_not_rendered_for_minutes() {
         2 * MIB / 4,
         run.elapsed.as_secs_f64()
     );
+}
+
+#[test]
+fn a_wrong_input_is_named_with_what_to_write_instead() {
+    let s = Scratch::new("hostile-messages");
+    let doc = compiled(&s);
+    let json = s.path("ok.json").display().to_string();
+    let run = vmc_bounded(&s, &["show", &doc, "--json"], TIMEOUT);
+    assert_eq!(run.code, Some(0));
+    std::fs::copy(&run.out, &json).unwrap();
+    let cases: Vec<(Vec<String>, &str, &str)> = vec![
+        (
+            vec![
+                "compile".into(),
+                s.write("kdl1.kdl", "vm \"a\" {\n    net \"n\" { host-uso true }\n}\n"),
+            ],
+            "bare `true` is KDL 1; KDL 2.0 writes it `#true`",
+            "write `#true`",
+        ),
+        (
+            vec![
+                "compile".into(),
+                s.write("half.kdl", "vm \"a\" {\n    memory \"0.5GiB\"\n}\n"),
+            ],
+            "sizes are whole numbers of a unit",
+            "write \"512MiB\"",
+        ),
+        (
+            vec!["compile".into(), s.write("float.kdl", "vm \"a\" {\n    cpus 2.0\n}\n")],
+            "`cpus` takes a whole number, not `2.0`",
+            "`cpus 2`",
+        ),
+        (
+            vec![
+                "compile".into(),
+                s.write("unit.kdl", "vm \"a\" {\n    memory 512MiB\n}\n"),
+            ],
+            "`512MiB` is not a number",
+            "a number with a unit is a string: write \"512MiB\"",
+        ),
+        (
+            vec!["compile".into(), s.write("doc.kdl", std::fs::read(&doc).unwrap())],
+            "is an ABI document (already compiled), not a VM spec",
+            "`vmc show",
+        ),
+        (
+            vec!["compile".into(), json.clone()],
+            "is JSON, not KDL: expected a VM spec",
+            "`vmc show --json` output",
+        ),
+        (
+            vec!["show".into(), json.clone()],
+            "is JSON, not KDL: expected an ABI document",
+            "the .abi file `vmc compile` wrote",
+        ),
+        (
+            vec!["place".into(), doc.clone(), s.write("spec-as-probe.kdl", "vm \"a\" {}")],
+            "is a VM spec, not a platform or probe file",
+            "vmc compile SPEC",
+        ),
+        (
+            vec!["place".into(), doc.clone(), json.clone()],
+            "is `vmc show --json` output (an ABI document), not a probe file",
+            "`vmc place DOC PROBE...` takes the ABI document (the .abi file) first",
+        ),
+    ];
+    for (args, message, help) in cases {
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        if args[0] == "compile" {
+            args.extend(["--platform", "linux-6.9", "-o", "-"]);
+        }
+        let run = vmc_bounded(&s, &args, TIMEOUT);
+        assert_refused(&run, &args.join(" "), message);
+        assert!(
+            run.stderr.contains(help),
+            "{}: no `{help}` in\n{}",
+            args.join(" "),
+            run.stderr
+        );
+    }
 }
