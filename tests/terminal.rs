@@ -459,3 +459,26 @@ fn values_that_documents_may_hold_print_escaped_and_keep_their_meaning() {
         .expect("bash");
     assert_eq!(text(&echoed.stdout), kernel);
 }
+
+/// A problem on a very long line is placed in words: no snippet of the whole line, and
+/// no renderer panic for a label past column 65,535.
+#[test]
+fn a_problem_far_along_a_line_is_placed_in_words() {
+    let s = support::Scratch::new("terminal-long-line");
+    let pad = " ".repeat(70_000);
+    let spec = s.write("long.kdl", format!("vm \"a\" {{{pad}cpus 999 }}"));
+    let doc = s.write("long.abi", format!("format 1\nabi {{{pad}zzz 1 }}"));
+    for (args, expect) in [
+        (
+            vec!["compile", spec.as_str(), "--platform", "linux-6.9", "-o", "-"],
+            "column 70014",
+        ),
+        (vec!["show", doc.as_str()], "column 70006"),
+    ] {
+        let out = support::vmc(&args);
+        let err = support::stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+        assert!(err.len() < 10_000, "{args:?}: {} bytes of stderr", err.len());
+    }
+}

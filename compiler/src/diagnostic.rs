@@ -331,7 +331,7 @@ pub fn for_terminal(problems: &[Problem]) -> Vec<Problem> {
             });
             let escaped = source.map(|i| &sources[i].1);
             let span = |span: SourceSpan| escaped.map_or(span, |e| e.span(span));
-            Problem {
+            let shown = Problem {
                 code: p.code,
                 message: escape_for_terminal(&p.message).into_owned(),
                 source: escaped.map(|e| e.file.clone()),
@@ -343,9 +343,38 @@ pub fn for_terminal(problems: &[Problem]) -> Vec<Problem> {
                     .iter()
                     .map(|(s, l)| (span(*s), escape_for_terminal(l).into_owned()))
                     .collect(),
-            }
+            };
+            without_long_lines(shown)
         })
         .collect()
+}
+
+/// Longest source line shown as a snippet. A renderer prints a problem's whole line (a
+/// one-line 4 MiB input would fill the terminal) and miette panics on a label past column
+/// 65,535; past this the place is given in words instead.
+const MAX_SNIPPET_LINE: usize = 4096;
+
+/// `p` with its snippet replaced by "at line L, column C" when a place it labels is on a
+/// line longer than [`MAX_SNIPPET_LINE`].
+fn without_long_lines(mut p: Problem) -> Problem {
+    let (Some(file), Some(span)) = (&p.source, p.span) else {
+        return p;
+    };
+    let text = file.text();
+    let long = |s: &SourceSpan| {
+        let at = floor_char_boundary(text, s.offset().min(text.len()));
+        let start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+        let end = text[at..].find('\n').map_or(text.len(), |i| at + i);
+        end - start > MAX_SNIPPET_LINE || s.len() > MAX_SNIPPET_LINE
+    };
+    if long(&span) || p.related.iter().any(|(s, _)| long(s)) {
+        let (line, column) = file.line_column(span.offset());
+        p.message = format!("{} (at line {line}, column {column} of {})", p.message, file.name());
+        p.source = None;
+        p.span = None;
+        p.related.clear();
+    }
+    p
 }
 
 /// A source with its name and text escaped for a terminal, and where its text moved.
