@@ -170,7 +170,8 @@ fn spec_errors_show_hostile_names_and_source_lines_escaped() {
         &[os("compile"), os(&raw), os("--platform"), os("linux-6.9")],
         2,
     );
-    assert!(err.contains(r"\u{9b}2J"), "{err}");
+    // The first forbidden character is in the comment; its line is shown escaped.
+    assert!(err.contains(r"\u{1b}]0;PWNED"), "{err}");
     // A device id, a TAP name and a command line holding control characters.
     let values = s.write(
         "values.kdl",
@@ -219,13 +220,14 @@ fn documents_with_hostile_content_are_refused_escaped() {
         );
         assert_safe(&format!("{case}: diff"), &[os("diff"), os(&path), os(&path)], 2);
     }
-    // Raw control characters in a comment: the document is read (comments are not
-    // values), and nothing prints them.
+    // Raw control characters in a comment: KDL 2.0 forbids them anywhere, so the
+    // document is refused, and the message shows the line escaped.
     let path = s.write("comment.abi", format!("// {PWN}\u{9b}\u{202e}\n{good}"));
     for command in ["show", "hash", "explain", "lower"] {
-        assert_safe(&format!("comment: {command}"), &[os(command), os(&path)], 0);
+        let (_, err) = assert_safe(&format!("comment: {command}"), &[os(command), os(&path)], 2);
+        assert!(err.contains(r"\u{1b}]0;PWNED"), "{err}");
     }
-    assert_safe("comment: diff", &[os("diff"), os(&path), os(&path)], 0);
+    assert_safe("comment: diff", &[os("diff"), os(&path), os(&path)], 2);
 }
 
 #[test]
