@@ -478,3 +478,45 @@ fn origins_name_exactly_the_values_of_abi() {
     let problems = AbiDocument::from_kdl(&SourceFile::new("o.abi", missing)).unwrap_err();
     assert!(problems.has("vmc::abi::missing"), "{}", support::render(&problems));
 }
+
+/// A document repeating a node without end gets the first problems and a count, and
+/// more device blocks than slots are one problem: the work does not grow with the repeats.
+#[test]
+fn floods_of_problems_in_a_document_are_cut_short() {
+    let text = compile_text(TWO_NICS, "linux-6.9").unwrap().to_kdl();
+    let device = {
+        let start = text.find("    device \"net0\"").unwrap();
+        let end = start + text[start..].find("\n    }\n").unwrap() + 7;
+        text[start..end].to_string()
+    };
+    let many_devices: String = (0..200)
+        .map(|i| device.replace("\"net0\"", &format!("\"d{i}\"")))
+        .collect();
+    let cases = [
+        (
+            "repeated",
+            text.replacen("abi {\n", &format!("abi {{\n{}", "    memory 1\n".repeat(20_000)), 1),
+        ),
+        (
+            "unknown",
+            text.replacen("abi {\n", &format!("abi {{\n{}", "    zzz 1\n".repeat(20_000)), 1),
+        ),
+        (
+            "devices",
+            text.replacen("    device \"net0\"", &format!("{many_devices}    device \"net0\""), 1),
+        ),
+    ];
+    for (name, forged) in cases {
+        let problems = AbiDocument::from_kdl(&SourceFile::new("flood.abi", forged)).unwrap_err();
+        assert!(problems.0.len() <= 51, "{name}: {} problems", problems.0.len());
+        let shown = support::render(&problems);
+        if name == "devices" {
+            assert!(problems.has("vmc::spec::too-many-devices"), "{name}:\n{shown}");
+        } else {
+            assert!(
+                shown.contains("more problems like these, not shown"),
+                "{name}:\n{shown}"
+            );
+        }
+    }
+}

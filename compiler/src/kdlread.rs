@@ -561,6 +561,10 @@ impl Capped {
         }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.problems.is_empty()
+    }
+
     pub fn finish(mut self) -> Vec<Problem> {
         if self.more > 0 {
             self.problems.push(more_problems(self.more));

@@ -35,13 +35,22 @@ impl AbiDocument {
         let mut reader = Reader {
             source,
             problems: Collector::default(),
+            repeated: kdlread::Capped::default(),
             spans: BTreeMap::new(),
         };
         let parts = reader.document(&kdl);
-        let Reader { problems, spans, .. } = reader;
+        let Reader {
+            mut problems,
+            repeated,
+            spans,
+            ..
+        } = reader;
+        for p in repeated.finish() {
+            problems.push(p);
+        }
         let parts = match parts {
             Some(p) if problems.is_empty() => p,
-            _ => return Err(problems.into_problems()),
+            _ => return Err(kdlread::at_most(problems.into_problems())),
         };
         if parts.hash.value != canonical::hash(&parts.doc.abi) {
             return Err(Problem::new(
@@ -53,7 +62,7 @@ impl AbiDocument {
             .help("the document was edited or damaged after `vmc compile`; compile the spec again")
             .into());
         }
-        fixed_point(source, &parts, &spans)?;
+        fixed_point(source, &parts, &spans).map_err(kdlread::at_most)?;
         Ok(parts.doc)
     }
 }
@@ -199,6 +208,10 @@ fn fixed_point(source: &SourceFile, parts: &Parts, spans: &BTreeMap<String, Sour
 struct Reader<'a> {
     source: &'a SourceFile,
     problems: Collector,
+    /// Problems a hostile document can repeat without end (unknown, missing and repeated
+    /// nodes): the first ones are kept, the rest only counted, so that neither building
+    /// nor showing them grows with the document.
+    repeated: kdlread::Capped,
     /// The span of each value by path (`devices.net0.irq`, `host.kernel`,
     /// `origins.cpu.count`), for messages.
     spans: BTreeMap<String, SourceSpan>,
@@ -216,23 +229,27 @@ impl<'a> Block<'a> {
 }
 
 impl<'a> Reader<'a> {
+    fn no_problems(&self) -> bool {
+        self.problems.is_empty() && self.repeated.is_empty()
+    }
+
     fn missing(&mut self, at: &NodeReader<'_>, what: &str) {
-        self.problems.push(
+        self.repeated.push(|| {
             at.problem("vmc::abi::missing", format!("the document lacks `{what}`"))
                 .label("in this block")
-                .help("an ABI document lists every value; compile the spec again with this vmc"),
-        );
+                .help("an ABI document lists every value; compile the spec again with this vmc")
+        });
     }
 
     fn unknown(&mut self, r: &NodeReader<'_>, block: &str) {
-        self.problems.push(
+        self.repeated.push(|| {
             r.problem(
                 "vmc::abi::unknown-node",
                 format!("unknown node `{}` in `{block}`", r.name()),
             )
             .label("unknown")
-            .help("the document was edited, or written by another vmc version"),
-        );
+            .help("the document was edited, or written by another vmc version")
+        });
     }
 
     /// A node seen a second time where the format has it once: both places are named.
@@ -241,13 +258,9 @@ impl<'a> Reader<'a> {
             Some((block, _)) if !what.starts_with("device ") && !what.starts_with("origin ") => format!("`{block}`"),
             _ => "the document".to_string(),
         };
-        self.problems.push(kdlread::duplicate_problem(
-            self.source,
-            &format!("`{what}`"),
-            &within,
-            first,
-            second,
-        ));
+        let source = self.source;
+        self.repeated
+            .push(|| kdlread::duplicate_problem(source, &format!("`{what}`"), &within, first, second));
     }
 
     /// The children of `r` whose names are in `known` (each at most once); the rest are
@@ -334,7 +347,7 @@ impl<'a> Reader<'a> {
             }
             Some(_) => {}
             None => {
-                if self.problems.is_empty() {
+                if self.no_problems() {
                     self.problems.push(
                         Problem::new(
                             "vmc::abi::missing",
@@ -367,7 +380,7 @@ impl<'a> Reader<'a> {
             Some(Some((host, boot, taps))),
         ) = (hash, platform, abi, requires, host)
         else {
-            if self.problems.is_empty() {
+            if self.no_problems() {
                 self.problems.push(
                     Problem::new(
                         "vmc::abi::missing",
@@ -470,6 +483,26 @@ impl<'a> Reader<'a> {
         let cpu = block.get("cpu").and_then(|c| self.cpu(c));
         let mut nets: Vec<NetSpec> = Vec::new();
         let mut net_devices: Vec<NetDevice> = Vec::new();
+        // More devices than slots can never be valid; saying so once keeps the work
+        // bounded, however many `device` blocks a document holds.
+        if let Some(m) = &machine {
+            if devices.len() > m.mmio.slots as usize {
+                self.problems.push(
+                    devices[m.mmio.slots as usize]
+                        .problem(
+                            "vmc::spec::too-many-devices",
+                            format!(
+                                "machine type {} has {} virtio-mmio slots; the document has {} devices",
+                                m.name,
+                                m.mmio.slots,
+                                devices.len()
+                            ),
+                        )
+                        .label("no slot left"),
+                );
+                return None;
+            }
+        }
         for d in &devices {
             let Some((net, device)) = machine.as_ref().and_then(|m| self.device(d, m)) else {
                 continue;
@@ -558,7 +591,7 @@ impl<'a> Reader<'a> {
             let c = NodeReader::new(self.source, child);
             if !known.contains(&c.name()) {
                 match schema::property(c.name()) {
-                    Some(p) => self.problems.push(
+                    Some(p) => self.repeated.push(|| {
                         c.problem(
                             "vmc::abi::not-in-machine-type",
                             format!(
@@ -569,8 +602,8 @@ impl<'a> Reader<'a> {
                             ),
                         )
                         .label(format!("not in {}", m.name))
-                        .help("the document was edited; compile the spec again"),
-                    ),
+                        .help("the document was edited; compile the spec again")
+                    }),
                     None => self.unknown(&c, &format!("device \"{}\"", id.value)),
                 }
                 continue;
@@ -678,10 +711,13 @@ impl<'a> Reader<'a> {
                             Some(o) => {
                                 req.tap_offloads.insert(o);
                             }
-                            None => self.problems.push(
-                                Problem::new("vmc::abi::value", format!("unknown TAP offload `{}`", s.value))
-                                    .at(self.source, s.span),
-                            ),
+                            None => {
+                                let source = self.source;
+                                self.repeated.push(|| {
+                                    Problem::new("vmc::abi::value", format!("unknown TAP offload `{}`", s.value))
+                                        .at(source, s.span)
+                                })
+                            }
                         }
                     }
                 }
