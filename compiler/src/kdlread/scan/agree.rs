@@ -306,38 +306,3 @@ fn the_scan_accepts_valid_documents_and_agrees_on_their_near_misses() {
         check(&chars.into_iter().collect::<String>());
     }
 }
-
-/// The KDL 2.0 test suite (the `kdl` crate's `tests/test_cases`): run with
-/// `KDL_TEST_CASES=DIR cargo test -p vmc-compiler -- --ignored suite`.
-#[test]
-#[ignore]
-fn the_scan_agrees_with_the_parser_on_the_kdl_test_suite() {
-    let Ok(dir) = std::env::var("KDL_TEST_CASES") else {
-        return;
-    };
-    let mut paths: Vec<_> = std::fs::read_dir(format!("{dir}/input"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    paths.sort();
-    for path in paths {
-        let text = std::fs::read_to_string(&path).unwrap();
-        let valid = std::path::Path::new(&format!("{dir}/expected_kdl"))
-            .join(path.file_name().unwrap())
-            .exists();
-        let scanned = scan(&text, 16);
-        let parsed = parse(&text);
-        if scanned.is_ok() != valid || parsed.is_ok() != valid {
-            println!(
-                "{}: valid {valid}, scan {}, parser {}",
-                path.file_name().unwrap().to_string_lossy(),
-                match &scanned {
-                    Ok(_) => "accepts".to_string(),
-                    Err(e) => format!("refuses: {}", e.message),
-                },
-                if parsed.is_ok() { "accepts" } else { "refuses" }
-            );
-        }
-        check(&text);
-    }
-}
