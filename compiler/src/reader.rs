@@ -217,6 +217,9 @@ struct Reader<'a> {
     spans: BTreeMap<String, SourceSpan>,
 }
 
+/// The nodes of a document's top level.
+const TOP_NODES: &[&str] = &["format", "hash", "platform", "abi", "requires", "host", "origins"];
+
 /// The nodes of one block by name, each at most once.
 struct Block<'a> {
     nodes: Vec<NodeReader<'a>>,
@@ -252,39 +255,55 @@ impl<'a> Reader<'a> {
         });
     }
 
-    /// A node seen a second time where the format has it once: both places are named.
-    fn duplicate(&mut self, what: &str, first: SourceSpan, second: SourceSpan) {
-        let within = match what.rsplit_once('.') {
-            Some((block, _)) if !what.starts_with("device ") && !what.starts_with("origin ") => format!("`{block}`"),
-            _ => "the document".to_string(),
+    /// Sorts the children of `parent` (the document's top level when `None`). Repeats are
+    /// reported by the one duplicate check every reader uses
+    /// ([`kdlread::refuse_duplicates`], naming both places) and only the first is kept.
+    /// Nodes named in `repeatable` come back in order (one per key, their first
+    /// argument), the others named in `known` in the [`Block`]; `unknown` is told of the
+    /// rest.
+    fn children(
+        &mut self,
+        parent: Option<&NodeReader<'a>>,
+        nodes: &'a [kdl::KdlNode],
+        known: &[&str],
+        repeatable: &[&str],
+        mut unknown: impl FnMut(&mut Self, &NodeReader<'a>),
+    ) -> (Block<'a>, Vec<NodeReader<'a>>) {
+        let repeats = match parent {
+            Some(r) => r.refuse_duplicate_children(repeatable),
+            None => kdlread::refuse_duplicates(self.source, nodes, repeatable, "the document"),
         };
-        let source = self.source;
-        self.repeated
-            .push(|| kdlread::duplicate_problem(source, &format!("`{what}`"), &within, first, second));
+        for p in repeats {
+            self.problems.push(p);
+        }
+        let mut once: Vec<NodeReader<'a>> = Vec::new();
+        let mut repeated: Vec<NodeReader<'a>> = Vec::new();
+        let mut keys: BTreeSet<String> = BTreeSet::new();
+        for node in nodes {
+            let c = NodeReader::new(self.source, node);
+            if !known.contains(&c.name()) {
+                unknown(self, &c);
+            } else if repeatable.contains(&c.name()) {
+                let key = node
+                    .entries()
+                    .iter()
+                    .find(|e| e.name().is_none())
+                    .map(|e| e.value().to_string())
+                    .unwrap_or_default();
+                if keys.insert(key) {
+                    repeated.push(c);
+                }
+            } else if !once.iter().any(|n| n.name() == c.name()) {
+                once.push(c);
+            }
+        }
+        (Block { nodes: once }, repeated)
     }
 
-    /// The children of `r` whose names are in `known` (each at most once); the rest are
-    /// reported, as are repeats.
+    /// [`Self::children`] of a block whose nodes each appear once, the rest unknown.
     fn block(&mut self, r: &NodeReader<'a>, path: &str, known: &[&str]) -> Block<'a> {
-        let mut nodes: Vec<NodeReader<'a>> = Vec::new();
-        for child in r.children() {
-            let c = NodeReader::new(self.source, child);
-            if !known.contains(&c.name()) {
-                self.unknown(&c, path);
-                continue;
-            }
-            if let Some(first) = nodes.iter().find(|n| n.name() == c.name()) {
-                let what = if path == "document" {
-                    c.name().to_string()
-                } else {
-                    format!("{path}.{}", c.name())
-                };
-                self.duplicate(&what, first.node.span(), child.span());
-                continue;
-            }
-            nodes.push(c);
-        }
-        Block { nodes }
+        self.children(Some(r), r.children(), known, &[], |me, c| me.unknown(c, path))
+            .0
     }
 
     /// A value node: no block, then read by `read`; its span is kept under `path`.
@@ -302,32 +321,18 @@ impl<'a> Reader<'a> {
 
     fn document(&mut self, kdl: &'a kdl::KdlDocument) -> Option<Parts> {
         let src = self.source;
-        let top = {
-            let mut nodes: Vec<NodeReader<'a>> = Vec::new();
-            for node in kdl.nodes() {
-                let r = NodeReader::new(src, node);
-                if !["format", "hash", "platform", "abi", "requires", "host", "origins"].contains(&r.name()) {
-                    if r.name() == "vm" {
-                        self.problems.push(
-                            r.problem(
-                                "vmc::abi::is-spec",
-                                format!("{} is a VM spec, not an ABI document", src.name()),
-                            )
-                            .help("compile it first: `vmc compile SPEC` writes the ABI document"),
-                        );
-                        return None;
-                    }
-                    self.unknown(&r, "document");
-                    continue;
-                }
-                if let Some(first) = nodes.iter().find(|n| n.name() == r.name()) {
-                    self.duplicate(r.name(), first.node.span(), node.span());
-                    continue;
-                }
-                nodes.push(r);
-            }
-            Block { nodes }
-        };
+        if let Some(vm) = kdl.nodes().iter().find(|n| n.name().value() == "vm") {
+            self.problems.push(
+                NodeReader::new(src, vm)
+                    .problem(
+                        "vmc::abi::is-spec",
+                        format!("{} is a VM spec, not an ABI document", src.name()),
+                    )
+                    .help("compile it first: `vmc compile SPEC` writes the ABI document"),
+            );
+            return None;
+        }
+        let (top, _) = self.children(None, kdl.nodes(), TOP_NODES, &[], |me, c| me.unknown(c, "document"));
         let format = self.value(top.get("format"), "format", |n| n.unsigned());
         match &format {
             Some(f) if f.value != FORMAT => {
@@ -442,23 +447,13 @@ impl<'a> Reader<'a> {
 
     fn abi(&mut self, r: &NodeReader<'a>) -> Option<(Abi, AbiSpec)> {
         // `device` repeats, keyed by its id; everything else is once.
-        let mut once: Vec<NodeReader<'a>> = Vec::new();
-        let mut devices: Vec<NodeReader<'a>> = Vec::new();
-        for child in r.children() {
-            let c = NodeReader::new(self.source, child);
-            match c.name() {
-                "device" => devices.push(c),
-                "machine" | "cpu" | "memory" => {
-                    if let Some(first) = once.iter().find(|n| n.name() == c.name()) {
-                        self.duplicate(&format!("abi.{}", c.name()), first.node.span(), child.span());
-                    } else {
-                        once.push(c);
-                    }
-                }
-                _ => self.unknown(&c, "abi"),
-            }
-        }
-        let block = Block { nodes: once };
+        let (block, devices) = self.children(
+            Some(r),
+            r.children(),
+            &["machine", "cpu", "memory", "device"],
+            &["device"],
+            |me, c| me.unknown(c, "abi"),
+        );
         for (name, what) in [("machine", "abi.machine"), ("cpu", "abi.cpu"), ("memory", "abi.memory")] {
             if block.get(name).is_none() {
                 self.missing(r, what);
@@ -507,11 +502,6 @@ impl<'a> Reader<'a> {
             let Some((net, device)) = machine.as_ref().and_then(|m| self.device(d, m)) else {
                 continue;
             };
-            if let Some(first) = nets.iter().find(|n| n.id.value == net.id.value) {
-                let first = first.span;
-                self.duplicate(&format!("device \"{}\"", net.id.value), first, net.span);
-                continue;
-            }
             nets.push(net);
             net_devices.push(device);
         }
@@ -586,35 +576,25 @@ impl<'a> Reader<'a> {
         let mut known: Vec<&str> = DEVICE_FIELDS.to_vec();
         known.extend(m.net.iter().map(|(p, _)| p.name));
         known.push("device-features");
-        let mut nodes: Vec<NodeReader<'a>> = Vec::new();
-        for child in r.children() {
-            let c = NodeReader::new(self.source, child);
-            if !known.contains(&c.name()) {
-                match schema::property(c.name()) {
-                    Some(p) => self.repeated.push(|| {
-                        c.problem(
-                            "vmc::abi::not-in-machine-type",
-                            format!(
-                                "`{}` arrives with machine type {}; this document's machine type {} does not have it",
-                                c.name(),
-                                p.since,
-                                m.name
-                            ),
-                        )
-                        .label(format!("not in {}", m.name))
-                        .help("the document was edited; compile the spec again")
-                    }),
-                    None => self.unknown(&c, &format!("device \"{}\"", id.value)),
-                }
-                continue;
+        let device = format!("device \"{}\"", id.value);
+        let (block, _) = self.children(Some(r), r.children(), &known, &[], |me, c| {
+            match schema::property(c.name()) {
+                Some(p) => me.repeated.push(|| {
+                    c.problem(
+                        "vmc::abi::not-in-machine-type",
+                        format!(
+                            "`{}` arrives with machine type {}; this document's machine type {} does not have it",
+                            c.name(),
+                            p.since,
+                            m.name
+                        ),
+                    )
+                    .label(format!("not in {}", m.name))
+                    .help("the document was edited; compile the spec again")
+                }),
+                None => me.unknown(c, &device),
             }
-            if let Some(first) = nodes.iter().find(|n| n.name() == c.name()) {
-                self.duplicate(&place.path(c.name()), first.node.span(), child.span());
-                continue;
-            }
-            nodes.push(c);
-        }
-        let block = Block { nodes };
+        });
         let mut complete = true;
         for name in &known {
             if block.get(name).is_none() {
@@ -735,49 +715,40 @@ impl<'a> Reader<'a> {
         r: &NodeReader<'a>,
         devices: &[String],
     ) -> Option<(HostBindings, BootSpec, BTreeMap<String, Spanned<String>>)> {
-        let mut once: Vec<NodeReader<'a>> = Vec::new();
+        let (block, tap_nodes) = self.children(
+            Some(r),
+            r.children(),
+            &["name", "kernel", "initrd", "cmdline", "tap"],
+            &["tap"],
+            |me, c| me.unknown(c, "host"),
+        );
         let mut taps: BTreeMap<String, Spanned<String>> = BTreeMap::new();
         let mut bindings = HostBindings::default();
-        for child in r.children() {
-            let c = NodeReader::new(self.source, child);
-            match c.name() {
-                "tap" => {
-                    let Some(v) = self.problems.ok(c.no_children().and_then(|_| c.strings())) else {
-                        continue;
-                    };
-                    let [device, tap] = v.as_slice() else {
-                        self.problems
-                            .push(c.problem("vmc::abi::value", "`tap` takes a device id and an interface name"));
-                        continue;
-                    };
-                    if !devices.contains(&device.value) {
-                        self.problems.push(
-                            Problem::new(
-                                "vmc::abi::value",
-                                format!("`tap` names device `{}`, which `abi` does not have", device.value),
-                            )
-                            .at(self.source, device.span)
-                            .label("no such device"),
-                        );
-                    } else if let Some(first) = taps.get(&device.value) {
-                        self.duplicate(&format!("host.tap \"{}\"", device.value), first.span, tap.span);
-                    } else {
-                        self.spans.insert(format!("host.tap.{}", device.value), tap.span);
-                        taps.insert(device.value.clone(), tap.clone());
-                        bindings.taps.push((device.value.clone(), tap.value.clone()));
-                    }
-                }
-                "name" | "kernel" | "initrd" | "cmdline" => {
-                    if let Some(first) = once.iter().find(|n| n.name() == c.name()) {
-                        self.duplicate(&format!("host.{}", c.name()), first.node.span(), child.span());
-                    } else {
-                        once.push(c);
-                    }
-                }
-                _ => self.unknown(&c, "host"),
+        for c in &tap_nodes {
+            let Some(v) = self.problems.ok(c.no_children().and_then(|_| c.strings())) else {
+                continue;
+            };
+            let [device, tap] = v.as_slice() else {
+                self.problems
+                    .push(c.problem("vmc::abi::value", "`tap` takes a device id and an interface name"));
+                continue;
+            };
+            if !devices.contains(&device.value) {
+                let source = self.source;
+                self.repeated.push(|| {
+                    Problem::new(
+                        "vmc::abi::value",
+                        format!("`tap` names device `{}`, which `abi` does not have", device.value),
+                    )
+                    .at(source, device.span)
+                    .label("no such device")
+                });
+            } else {
+                self.spans.insert(format!("host.tap.{}", device.value), tap.span);
+                taps.insert(device.value.clone(), tap.clone());
+                bindings.taps.push((device.value.clone(), tap.value.clone()));
             }
         }
-        let block = Block { nodes: once };
         if block.get("name").is_none() {
             self.missing(r, "host.name");
         }
