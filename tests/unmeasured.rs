@@ -19,21 +19,10 @@ const NET_SPEC: &str = "vm \"n\" {\n    cpu-model \"x86-64-v1\"\n    net \"net0\
 /// A spec without devices: it needs only KVM and CPU features.
 const PLAIN_SPEC: &str = "vm \"p\" {\n    cpu-model \"x86-64-v1\"\n}\n";
 
-fn effective_uid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).and_then(|u| u.parse().ok()))
-        })
-        .unwrap_or(u32::MAX)
-}
-
 /// Whether this test can run vmc as an unprivileged user: it needs root (to drop to
 /// nobody) and `setpriv`. Skips with the reason otherwise, or fails under CI=true.
 fn can_drop_privileges(test: &str) -> bool {
-    let why = if effective_uid() != 0 {
+    let why = if support::effective_uid() != 0 {
         "needs root"
     } else if Command::new("setpriv").arg("--version").output().is_err() {
         "needs setpriv (util-linux)"

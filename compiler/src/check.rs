@@ -179,27 +179,53 @@ pub fn shortfalls(doc: &AbiDocument, host: &Platform) -> Vec<Shortfall> {
     out
 }
 
-/// Whether a host can run a document, as far as it was measured.
+/// What a host lacks of what is asked of it, as far as it was measured.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Assessment {
+pub struct Fit<T> {
     /// What the host lacks, measured.
-    pub missing: Vec<Shortfall>,
-    /// Each part of the host that was not measured and that the document needs, with
-    /// the capabilities it needs there.
-    pub unknown: Vec<(Unmeasured, Vec<Shortfall>)>,
+    pub missing: Vec<T>,
+    /// Each part of the host that was not measured and that is needed, with what is
+    /// needed there.
+    pub unknown: Vec<(Unmeasured, Vec<T>)>,
 }
 
-/// The answer of an [`Assessment`].
+/// Whether a host can run a document: its [`shortfalls`], sorted by measurement.
+pub type Assessment = Fit<Shortfall>;
+
+/// What a host lacks of what a platform promises: [`platform_missing`], sorted by
+/// measurement.
+pub type PlatformFit = Fit<(Group, String)>;
+
+/// The answer of a [`Fit`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     CanRun,
-    /// The host lacks something the document needs (whatever was not measured).
+    /// The host lacks something needed (whatever was not measured).
     CannotRun,
     /// Nothing measured is missing, but something needed was not measured.
     CannotTell,
 }
 
-impl Assessment {
+impl<T> Fit<T> {
+    /// `lacking`, each in the part of the host it belongs to (`group_of`): missing where
+    /// that part was measured, unknown where it was not.
+    fn sort(host: &Host, lacking: impl IntoIterator<Item = T>, group_of: impl Fn(&T) -> Group) -> Fit<T> {
+        let mut fit = Fit {
+            missing: Vec::new(),
+            unknown: Vec::new(),
+        };
+        for item in lacking {
+            match host.unmeasured(Part::of(group_of(&item))) {
+                None => fit.missing.push(item),
+                Some(u) => match fit.unknown.iter_mut().find(|(k, _)| k.part == u.part) {
+                    Some((_, list)) => list.push(item),
+                    None => fit.unknown.push((u.clone(), vec![item])),
+                },
+            }
+        }
+        fit
+    }
+
     pub fn verdict(&self) -> Verdict {
         if !self.missing.is_empty() {
             Verdict::CannotRun
@@ -214,56 +240,12 @@ impl Assessment {
 /// Whether `host` can run `doc`: the [`shortfalls`] of what was measured are missing;
 /// those in a part that was not measured are unknown.
 pub fn assess(doc: &AbiDocument, host: &Host) -> Assessment {
-    let mut missing = Vec::new();
-    let mut unknown: Vec<(Unmeasured, Vec<Shortfall>)> = Vec::new();
-    for s in shortfalls(doc, &host.platform) {
-        match host.unmeasured(Part::of(s.group)) {
-            None => missing.push(s),
-            Some(u) => match unknown.iter_mut().find(|(k, _)| k.part == u.part) {
-                Some((_, list)) => list.push(s),
-                None => unknown.push((u.clone(), vec![s])),
-            },
-        }
-    }
-    Assessment { missing, unknown }
-}
-
-/// What `host` lacks of what `platform` promises (measured), and the parts not measured
-/// in which it might lack more.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlatformFit {
-    pub missing: Vec<(Group, String)>,
-    pub unknown: Vec<(Unmeasured, Vec<String>)>,
-}
-
-impl PlatformFit {
-    pub fn verdict(&self) -> Verdict {
-        if !self.missing.is_empty() {
-            Verdict::CannotRun
-        } else if !self.unknown.is_empty() {
-            Verdict::CannotTell
-        } else {
-            Verdict::CanRun
-        }
-    }
+    Fit::sort(host, shortfalls(doc, &host.platform), |s| s.group)
 }
 
 /// [`platform_missing`], for a host that may not have been measured in full.
 pub fn platform_fit(platform: &Platform, host: &Host) -> PlatformFit {
-    let mut fit = PlatformFit {
-        missing: Vec::new(),
-        unknown: Vec::new(),
-    };
-    for (group, capability) in platform_missing(platform, &host.platform) {
-        match host.unmeasured(Part::of(group)) {
-            None => fit.missing.push((group, capability)),
-            Some(u) => match fit.unknown.iter_mut().find(|(k, _)| k.part == u.part) {
-                Some((_, list)) => list.push(capability),
-                None => fit.unknown.push((u.clone(), vec![capability])),
-            },
-        }
-    }
-    fit
+    Fit::sort(host, platform_missing(platform, &host.platform), |(group, _)| *group)
 }
 
 /// What `host` lacks of what `platform` promises; empty when the host satisfies it.

@@ -124,7 +124,7 @@ pub fn require_host_access(test: &str) -> bool {
     false
 }
 
-fn effective_uid() -> u32 {
+pub fn effective_uid() -> u32 {
     // Read from /proc rather than calling libc: the tests need no unsafe code.
     std::fs::read_to_string("/proc/self/status")
         .ok()
