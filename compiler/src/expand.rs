@@ -631,7 +631,7 @@ impl<'a> Expander<'a> {
     /// The host bindings, within what `run` and `lower` can carry out (see `limits`).
     fn host(&mut self, taps: Vec<(String, String)>) -> HostBindings {
         let boot = self.spec.boot.clone().unwrap_or_default();
-        let mut path = |what: &str, p: Option<Spanned<String>>| {
+        let mut path = |what: &str, p: Option<&Spanned<String>>| {
             let p = p?;
             let resolved = resolve_path(self.input.base_dir, &p.value);
             if let Some(why) = limits::path_problem(&p.value).or_else(|| limits::path_problem(&resolved)) {
@@ -643,8 +643,8 @@ impl<'a> Expander<'a> {
             }
             Some(resolved)
         };
-        let kernel = path("kernel", boot.kernel.clone());
-        let initrd = path("initrd", boot.initrd.clone());
+        let kernel = path("kernel", boot.kernel.as_ref());
+        let initrd = path("initrd", boot.initrd.as_ref());
         if let Some(c) = &boot.cmdline {
             if let Some(why) = limits::cmdline_problem(&c.value) {
                 self.problems.push(

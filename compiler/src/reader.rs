@@ -427,21 +427,17 @@ impl<'a> Reader<'a> {
             nets,
         };
         Some(Parts {
-            hash,
             doc: AbiDocument {
-                hash: String::new(),
+                hash: hash.value.clone(),
                 platform: platform.value,
                 requires: requires.value.clone(),
                 abi,
                 host,
                 origins,
             },
+            hash,
             requires,
             spec,
-        })
-        .map(|mut p| {
-            p.doc.hash = p.hash.value.clone();
-            p
         })
     }
 
