@@ -95,23 +95,7 @@ fn a_platform_file_with_a_repeated_node_is_refused_naming_both_places() {
     for (i, (text, expected)) in cases.iter().enumerate() {
         let s = Scratch::new(&format!("dup-platform-{i}"));
         let dir = platform_dir(&s, "platforms", &[("acme.kdl", text)]);
-        let out = s.path("web.abi").display().to_string();
-        refused(
-            &s,
-            &[
-                "compile",
-                &spec("web.kdl"),
-                "--platform-path",
-                &dir,
-                "--platform",
-                "acme",
-                "-o",
-                &out,
-            ],
-            expected,
-        );
-        refused(&s, &["platforms", "--platform-path", &dir], expected);
-        assert!(!Path::new(&out).exists());
+        platform_dir_refused(&s, &dir, expected);
     }
 }
 
@@ -136,22 +120,7 @@ fn a_platform_defined_in_two_files_is_refused_naming_both_files() {
         &format!("first in {a} at line 1, column 10"),
         &format!("again in {b} at line 2, column 10"),
     ];
-    let out = s.path("web.abi").display().to_string();
-    refused(
-        &s,
-        &[
-            "compile",
-            &spec("web.kdl"),
-            "--platform-path",
-            &dir,
-            "--platform",
-            "acme",
-            "-o",
-            &out,
-        ],
-        expected,
-    );
-    refused(&s, &["platforms", "--platform-path", &dir], expected);
+    platform_dir_refused(&s, &dir, expected);
     // Across two directories, and against a built-in platform.
     let other = platform_dir(
         &s,
@@ -188,6 +157,28 @@ fn a_platform_defined_in_two_files_is_refused_naming_both_files() {
     // Each file alone is fine.
     let o = vmc(&["platforms", "--platform-path", &first_only]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// Compiling for platform `acme` with `dir` as a platform directory, and listing the
+/// platforms, are both refused with `expected`, and no document is written.
+fn platform_dir_refused(s: &Scratch, dir: &str, expected: &[&str]) {
+    let out = s.path("web.abi").display().to_string();
+    refused(
+        s,
+        &[
+            "compile",
+            &spec("web.kdl"),
+            "--platform-path",
+            dir,
+            "--platform",
+            "acme",
+            "-o",
+            &out,
+        ],
+        expected,
+    );
+    refused(s, &["platforms", "--platform-path", dir], expected);
+    assert!(!Path::new(&out).exists());
 }
 
 /// A probe file as `vmc probe --json` writes it (with what a test adds before the end).
