@@ -127,19 +127,24 @@ fn document(s: &Scratch, name: &str) -> String {
         "vm \"base\" {\n    cpu-model \"x86-64-v1\"\n    net \"net0\"\n}\n",
     );
     let out = s.path(name).display().to_string();
+    compile_to(&spec, &out);
+    out
+}
+
+/// Compiles `spec` for linux-6.9 into `out`, which must succeed.
+fn compile_to(spec: &str, out: &str) {
     let o = vmc_in(
         Colour::Plain,
         &[
             os("compile"),
-            os(&spec),
+            os(spec),
             os("--platform"),
             os("linux-6.9"),
             os("-o"),
-            os(&out),
+            os(out),
         ],
     );
     assert!(o.status.success(), "{}", text(&o.stderr));
-    out
 }
 
 #[test]
@@ -354,18 +359,7 @@ fn outputs_that_print_paths_and_names_escape_them() {
         "vm \"base\" {\n    cpu-model \"x86-64-v1\"\n    net \"net0\" { host-uso #false }\n}\n",
     );
     let b = s.path("b\u{202e}\u{85}.abi").display().to_string();
-    let o = vmc_in(
-        Colour::Plain,
-        &[
-            os("compile"),
-            os(&spec),
-            os("--platform"),
-            os("linux-6.9"),
-            os("-o"),
-            os(&b),
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    compile_to(&spec, &b);
     // diff prints both paths.
     let (out, _) = assert_safe("diff", &[os("diff"), os(&a), os(&b)], 1);
     assert!(
@@ -430,18 +424,7 @@ fn values_that_documents_may_hold_print_escaped_and_keep_their_meaning() {
         "vm \"v\" {\n    cpu-model \"x86-64-v1\"\n    boot {\n        kernel \"k\\u{202e}x\"\n        cmdline \"c\\u{2066}d\"\n    }\n}\n",
     );
     let doc = s.path("v.abi").display().to_string();
-    let o = vmc_in(
-        Colour::Plain,
-        &[
-            os("compile"),
-            os(&spec),
-            os("--platform"),
-            os("linux-6.9"),
-            os("-o"),
-            os(&doc),
-        ],
-    );
-    assert!(o.status.success(), "{}", text(&o.stderr));
+    compile_to(&spec, &doc);
     let kernel = s.path("k\u{202e}x").display().to_string();
     let (out, _) = assert_safe("show", &[os("show"), os(&doc)], 0);
     assert!(out.contains(r"k\u{202e}x"), "{out}");
