@@ -38,10 +38,21 @@
 //! of frames arrived. Payload byte `j` of segment `i` is `(64 * i + j) mod 256`. A
 //! failure prints a line and exits with one of the `EXIT_NET_*` codes.
 //!
+//! **Count mode** (`count.rs`; with the token `selftest.count`): instead of passing,
+//! the guest prints `selftest: count N` for N = 1, 2, 3, … for ever, touching one page
+//! of a RAM region per line (`selftest.count-pages=P` pages at [`COUNT_BASE`], 4 MiB;
+//! default [`COUNT_DEFAULT_PAGES`], 1 MiB) and checking that what it wrote P lines ago
+//! is still there, and, when it drove a virtio-net device, that the device still has
+//! DRIVER_OK. For snapshot/restore and live-migration tests: the lines must go on with
+//! no gap and no repeat. The network driver above runs as usual before it. A loss
+//! prints `selftest: count memory lost at N` ([`EXIT_COUNT_MEMORY`]) or
+//! `selftest: count device status <s> at N` ([`EXIT_COUNT_DEVICE`]).
+//!
 //! Memory it uses: its image at [`LOAD_ADDR`], its stack below [`STACK_TOP`] (between
 //! the loader's boot area and the EBDA), and the loader's start_info and command line.
 //! [`SCRATCH_ADDR`] and up is free for drivers; the network driver uses 2 MiB to
-//! 3 MiB (rings, then transmit frames, then receive buffers; see `net.rs`).
+//! 3 MiB (rings, then transmit frames, then receive buffers; see `net.rs`); count
+//! mode touches [`COUNT_BASE`] (4 MiB) and up.
 //!
 //! Adding a step: write one `fn step(g: &mut GuestAsm)` in `program.rs` (or its own
 //! module, like `net.rs`) using the `asm` toolbox (`print`, `print_hex_eax`,
@@ -50,10 +61,15 @@
 //! optionally behind a command-line flag with `if_flag`.
 
 mod asm;
+mod count;
 pub mod elf;
 mod net;
 mod program;
 
+pub use self::count::{
+    COUNT_BASE, DEFAULT_DELAY as COUNT_DEFAULT_DELAY, DEFAULT_PAGES as COUNT_DEFAULT_PAGES, EXIT_COUNT_ARGS,
+    EXIT_COUNT_DEVICE, EXIT_COUNT_MEMORY, MAX_PAGES as COUNT_MAX_PAGES, PAGE_SIZE as COUNT_PAGE_SIZE,
+};
 pub use self::net::{
     DEFAULT_RX_WAIT as NET_DEFAULT_RX_WAIT, DRIVER_FEATURES as NET_DRIVER_FEATURES, EXIT_NET_ARGS, EXIT_NET_DEVICE,
     EXIT_NET_FEATURES, EXIT_NET_RX_TIMEOUT, EXIT_NET_TX_TIMEOUT, FALLBACK_SOURCE_MAC as NET_FALLBACK_SOURCE_MAC,
@@ -90,6 +106,23 @@ pub mod cmdline_keys {
     pub const SPIN: &str = "selftest.spin";
     /// `selftest.hlt`: after passing, execute `hlt`.
     pub const HLT: &str = "selftest.hlt";
+
+    // Count mode (see the module docs and `count.rs`).
+
+    /// `selftest.count` (this exact token): instead of passing, print
+    /// `selftest: count N` for N = 1, 2, 3, … without end, touching and checking one
+    /// page of guest RAM per line, and checking that the network device (if one was
+    /// driven) keeps DRIVER_OK. For continuity tests of snapshot/restore and migration.
+    pub const COUNT: &str = "selftest.count";
+    /// `selftest.count-pages=<P>`: pages of the region count mode touches, from
+    /// [`COUNT_BASE`](super::COUNT_BASE) (4 MiB) up; each is checked again P lines after
+    /// it was written. 1 to [`COUNT_MAX_PAGES`](super::COUNT_MAX_PAGES), within one RAM
+    /// entry of the memory map. Default
+    /// [`COUNT_DEFAULT_PAGES`](super::COUNT_DEFAULT_PAGES) (256: 4 MiB to 5 MiB).
+    pub const COUNT_PAGES: &str = "selftest.count-pages=";
+    /// `selftest.count-delay=<n>`: busy-loop iterations (two instructions each) after
+    /// each line. Default [`COUNT_DEFAULT_DELAY`](super::COUNT_DEFAULT_DELAY).
+    pub const COUNT_DELAY: &str = "selftest.count-delay=";
 
     // The virtio-net driver's flow; it runs whenever a network device is named by
     // `virtio_mmio.device=`, with these defaults.

@@ -4,8 +4,8 @@
 use iced_x86::code_asm::*;
 
 use super::asm::GuestAsm;
-use super::net;
 use super::{cmdline_keys as keys, STACK_TOP};
+use super::{count, net};
 use crate::boot::pvh::XEN_HVM_START_MAGIC;
 use crate::devices::virtio::mmio;
 
@@ -62,6 +62,7 @@ pub fn emit(g: &mut GuestAsm) -> Result<(), IcedError> {
     net::emit(g, vars.cmdline, vars.net_base)?;
     if_flag(g, &vars, keys::GARBAGE, poke_garbage)?;
     if_flag(g, &vars, keys::IRQ, check_serial_irq)?;
+    count::emit(g, vars.cmdline, vars.net_base)?;
     g.print("selftest: pass\n")?;
     if_flag(g, &vars, keys::RESET, |g| {
         g.print("selftest: reset\n")?;
