@@ -5,6 +5,7 @@
 pub mod boot;
 pub mod devices;
 pub mod host;
+pub mod migration;
 pub mod run;
 pub mod selftest;
 pub mod vm;

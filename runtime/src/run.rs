@@ -62,7 +62,45 @@ pub enum RunError {
     Device { device: String, why: String },
     #[error(transparent)]
     Vm(#[from] VmError),
+    /// The snapshot could not be restored; nothing ran.
+    #[error(transparent)]
+    Restore(#[from] crate::migration::snapshot::SnapshotError),
+    /// The incoming migration failed or was refused; nothing ran.
+    #[error(transparent)]
+    Incoming(#[from] crate::migration::transfer::MigrationError),
+    /// The control socket could not be created; nothing ran.
+    #[error("cannot create the control socket {path}: {source}")]
+    ApiSocket {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
+
+/// How the guest starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Start {
+    /// From its kernel, as the document says.
+    #[default]
+    Boot,
+    /// Where a snapshot file stopped it.
+    Restore(std::path::PathBuf),
+    /// Where a live migration from another host leaves it (waits for the source).
+    Incoming(crate::migration::transfer::Address),
+}
+
+/// What `vmc run` does besides running the document.
+#[derive(Default)]
+pub struct RunOptions {
+    pub start: Start,
+    /// Serve the control socket here (see [`crate::migration::api`]).
+    pub api_sock: Option<std::path::PathBuf>,
+    /// Told of each step worth a line on the terminal ("waiting for a migration on …").
+    pub progress: Option<Progress>,
+}
+
+/// Where `vmc run` reports its steps.
+pub type Progress = Box<dyn Fn(&str) + Send + Sync>;
 
 /// What happened during a run, for the exit status and for `--stats`.
 #[derive(Debug, Clone)]
@@ -156,6 +194,18 @@ pub fn run_since(
     console: Box<dyn Write + Send>,
     mark: SignalMark,
 ) -> Result<RunReport, RunError> {
+    run_with(doc, host, console, mark, &RunOptions::default())
+}
+
+/// [`run_since`], starting as `options` say: booted, restored from a snapshot, or
+/// received from another host; with a control socket if asked.
+pub fn run_with(
+    doc: &AbiDocument,
+    host: &Host,
+    console: Box<dyn Write + Send>,
+    mark: SignalMark,
+    options: &RunOptions,
+) -> Result<RunReport, RunError> {
     let start = Instant::now();
     let stopped = |net: &[(String, Arc<NetCounters>)]| -> Option<RunReport> {
         let signal = mark.pending()?;
@@ -176,21 +226,27 @@ pub fn run_since(
         return Ok(report);
     }
     preflight(doc, host)?;
-    let kernel_path = doc.host.kernel.as_ref().ok_or(RunError::NoKernel)?;
-    // Neither can be larger than the guest's memory: that bounds what is read.
-    let kernel = read_boot_file("kernel", kernel_path, doc.abi.memory)?;
-    if let Some(report) = stopped(&[]) {
-        return Ok(report);
-    }
-    let initrd = doc
-        .host
-        .initrd
-        .as_ref()
-        .map(|p| read_boot_file("initrd", p, doc.abi.memory))
-        .transpose()?;
-    if let Some(report) = stopped(&[]) {
-        return Ok(report);
-    }
+    // A guest that continues from a saved state needs no kernel.
+    let boot_files = if options.start == Start::Boot {
+        let kernel_path = doc.host.kernel.as_ref().ok_or(RunError::NoKernel)?;
+        // Neither can be larger than the guest's memory: that bounds what is read.
+        let kernel = read_boot_file("kernel", kernel_path, doc.abi.memory)?;
+        if let Some(report) = stopped(&[]) {
+            return Ok(report);
+        }
+        let initrd = doc
+            .host
+            .initrd
+            .as_ref()
+            .map(|p| read_boot_file("initrd", p, doc.abi.memory))
+            .transpose()?;
+        if let Some(report) = stopped(&[]) {
+            return Ok(report);
+        }
+        Some((kernel, initrd))
+    } else {
+        None
+    };
     let vcpus = u8::try_from(doc.abi.cpu.count)
         .ok()
         .filter(|&n| u64::from(n) <= vmc_compiler::limits::MAX_CPUS)
@@ -220,7 +276,48 @@ pub fn run_since(
             return Ok(report);
         }
     }
-    vm.load_kernel(&kernel, &kernel_cmdline(doc), initrd.as_deref())?;
+    let say = |line: &str| {
+        if let Some(progress) = &options.progress {
+            progress(line);
+        }
+    };
+    match (&options.start, boot_files) {
+        (Start::Boot, Some((kernel, initrd))) => {
+            vm.load_kernel(&kernel, &kernel_cmdline(doc), initrd.as_deref())?;
+        }
+        (Start::Restore(path), _) => {
+            crate::migration::snapshot::restore(&mut vm, doc, path)?;
+            say(&format!("restored {} ({})", path.display(), doc.hash));
+        }
+        (Start::Incoming(address), _) => {
+            let incoming = crate::migration::transfer::Incoming::bind(address)?;
+            say(&format!("waiting for a migration on {address} ({})", doc.hash));
+            match crate::migration::transfer::receive(&mut vm, doc, &incoming, mark) {
+                Ok(received) => say(&format!(
+                    "migration received in {:.1} ms; the guest runs here now",
+                    received.elapsed.as_secs_f64() * 1e3
+                )),
+                Err(crate::migration::transfer::MigrationError::Signal(_)) => {
+                    if let Some(report) = stopped(&counters) {
+                        return Ok(report);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        (Start::Boot, None) => return Err(RunError::NoKernel),
+    }
+    let _api = match &options.api_sock {
+        Some(path) => Some(
+            crate::migration::api::ApiServer::start(path, vm.handle(), doc.clone()).map_err(|source| {
+                RunError::ApiSocket {
+                    path: path.display().to_string(),
+                    source,
+                }
+            })?,
+        ),
+        None => None,
+    };
     // The last look before the vCPUs start is Vm::run's own, with the same mark.
     let outcome = vm.run()?;
     let first_output = *first_output_at.lock().unwrap_or_else(|e| e.into_inner());
@@ -264,7 +361,8 @@ fn attach_net(vm: &mut Vm, doc: &AbiDocument, device: &vmc_compiler::NetDevice) 
         .tap(&device.id)
         .ok_or_else(|| fail("the document's host section names no TAP for it".into()))?;
     let tap = Tap::open_or_create(tap_name).map_err(|e| fail(e.to_string()))?;
-    let net = Net::new(config, tap).map_err(|e| fail(e.to_string()))?;
+    let mut net = Net::new(config, tap).map_err(|e| fail(e.to_string()))?;
+    net.track_writes(vm.dirty_bitmap());
     let counters = net.counters();
     let irq = Arc::new(EventFdInterrupt::new().map_err(|e| fail(format!("interrupt eventfd: {e}")))?);
     vm.vm_fd()
@@ -286,7 +384,12 @@ fn attach_net(vm: &mut Vm, doc: &AbiDocument, device: &vmc_compiler::NetDevice) 
             device.mmio_size
         )));
     }
-    vm.add_mmio_device(device.mmio_base, device.mmio_size, Arc::new(Mutex::new(transport)))?;
+    vm.add_net_device(
+        &device.id,
+        device.mmio_base,
+        device.mmio_size,
+        Arc::new(Mutex::new(transport)),
+    )?;
     Ok(counters)
 }
 

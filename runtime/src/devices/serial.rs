@@ -7,6 +7,8 @@
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
+use serde::{Deserialize, Serialize};
+use vm_superio::serial::SerialState;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -64,6 +66,83 @@ impl SerialConsole {
     /// Queues bytes for the guest to read (console input).
     pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
         self.uart.enqueue_raw_bytes(bytes).unwrap_or(0)
+    }
+}
+
+/// The 16550's receive FIFO holds 64 bytes (vm-superio's too).
+const UART_FIFO_SIZE: usize = 64;
+
+/// The UART's registers and receive FIFO, for snapshots and migration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SerialSnapshot {
+    pub baud_divisor_low: u8,
+    pub baud_divisor_high: u8,
+    pub interrupt_enable: u8,
+    pub interrupt_identification: u8,
+    pub line_control: u8,
+    pub line_status: u8,
+    pub modem_control: u8,
+    pub modem_status: u8,
+    pub scratch: u8,
+    pub in_buffer: Vec<u8>,
+}
+
+impl SerialConsole {
+    /// The UART's state.
+    pub fn snapshot(&self) -> SerialSnapshot {
+        let s = self.uart.state();
+        SerialSnapshot {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer,
+        }
+    }
+
+    /// Puts the UART in a saved state; its output and interrupt stay this console's.
+    /// Refused (the UART unchanged) when the receive FIFO would overflow.
+    pub fn restore(&mut self, s: &SerialSnapshot) -> Result<(), String> {
+        let state = SerialState {
+            baud_divisor_low: s.baud_divisor_low,
+            baud_divisor_high: s.baud_divisor_high,
+            interrupt_enable: s.interrupt_enable,
+            interrupt_identification: s.interrupt_identification,
+            line_control: s.line_control,
+            line_status: s.line_status,
+            modem_control: s.modem_control,
+            modem_status: s.modem_status,
+            scratch: s.scratch,
+            in_buffer: s.in_buffer.clone(),
+        };
+        if s.in_buffer.len() > UART_FIFO_SIZE {
+            return Err(format!(
+                "serial port state: {} bytes waiting, more than its FIFO holds",
+                s.in_buffer.len()
+            ));
+        }
+        // The same eventfd (registered as the irqfd), through a second descriptor.
+        let irq = self
+            .uart
+            .interrupt_evt()
+            .0
+            .try_clone()
+            .map_err(|e| format!("interrupt eventfd: {e}"))?;
+        let out = std::mem::replace(self.uart.writer_mut(), Box::new(io::sink()));
+        match Serial::from_state(&state, EventFdTrigger(irq), vm_superio::serial::NoEvents, out) {
+            Ok(uart) => {
+                self.uart = uart;
+                Ok(())
+            }
+            // Only raising the restored interrupt can fail here (the FIFO was checked):
+            // the eventfd is broken, and the console with it.
+            Err(e) => Err(format!("serial port state: {e:?}")),
+        }
     }
 }
 

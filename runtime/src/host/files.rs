@@ -253,9 +253,16 @@ impl OutputTarget {
     /// Writes `bytes`: atomically for a regular file (all or nothing), through for a
     /// device or FIFO (waiting for a FIFO's reader, as a shell redirection does).
     pub fn write(&self, bytes: &[u8]) -> Result<(), WriteError> {
+        self.write_with(|out| out.write_all(bytes))
+    }
+
+    /// Writes what `produce` writes, the same way as [`OutputTarget::write`]: for a
+    /// regular file nothing is left under its name unless `produce` succeeds, so a
+    /// large output (a snapshot) is streamed, never held whole in memory.
+    pub fn write_with(&self, produce: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<(), WriteError> {
         match self {
-            OutputTarget::Replace { path, existing } => replace(path, existing.as_ref(), bytes),
-            OutputTarget::Through { path, meta } => write_through(path, meta, bytes),
+            OutputTarget::Replace { path, existing } => replace(path, existing.as_ref(), produce),
+            OutputTarget::Through { path, meta } => write_through(path, meta, produce),
         }
     }
 }
@@ -278,14 +285,18 @@ fn check_directory(path: &Path) -> Result<(), WriteError> {
     }
 }
 
-fn replace(path: &Path, existing: Option<&Metadata>, bytes: &[u8]) -> Result<(), WriteError> {
+fn replace(
+    path: &Path,
+    existing: Option<&Metadata>,
+    produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<(), WriteError> {
     let fail = io_error(path);
     let dir = parent_of(path);
     let mut prefix = std::ffi::OsString::from(".");
     prefix.push(path.file_name().unwrap_or_default());
     prefix.push(".");
     // O_CREAT|O_EXCL under a random name: a planted file or symlink is never followed.
-    let mut tmp = tempfile::Builder::new()
+    let tmp = tempfile::Builder::new()
         .prefix(&prefix)
         .suffix(".tmp")
         .tempfile_in(dir)
@@ -303,7 +314,10 @@ fn replace(path: &Path, existing: Option<&Metadata>, bytes: &[u8]) -> Result<(),
             None => NEW_FILE_MODE,
         };
         file.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        tmp.write_all(bytes)?;
+        let mut out = io::BufWriter::with_capacity(1 << 20, tmp.as_file());
+        produce(&mut out)?;
+        out.flush()?;
+        drop(out);
         tmp.as_file().sync_all()
     })();
     result.map_err(io_error(path))?;
@@ -315,7 +329,11 @@ fn replace(path: &Path, existing: Option<&Metadata>, bytes: &[u8]) -> Result<(),
     Ok(())
 }
 
-fn write_through(path: &Path, expected: &Metadata, bytes: &[u8]) -> Result<(), WriteError> {
+fn write_through(
+    path: &Path,
+    expected: &Metadata,
+    produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> Result<(), WriteError> {
     let fail = io_error(path);
     let mut file = OpenOptions::new()
         .write(true)
@@ -326,5 +344,6 @@ fn write_through(path: &Path, expected: &Metadata, bytes: &[u8]) -> Result<(), W
     if FileId::of(&meta) != FileId::of(expected) {
         return Err(io_error(path)(io::Error::other("it was replaced while being opened")));
     }
-    file.write_all(bytes).and_then(|_| file.flush()).map_err(io_error(path))
+    let mut out = io::BufWriter::with_capacity(1 << 20, &mut file);
+    produce(&mut out).and_then(|_| out.flush()).map_err(io_error(path))
 }

@@ -15,7 +15,8 @@ use std::cell::Cell;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use libc::{c_int, c_void, siginfo_t};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -38,6 +39,8 @@ pub enum StopReason {
     Stopped,
     /// The process received this signal (SIGINT, SIGTERM).
     Signal(i32),
+    /// The VM moved to another host: the destination runs it now.
+    Migrated,
 }
 
 impl StopReason {
@@ -51,7 +54,7 @@ impl StopReason {
     pub fn exit_code(&self) -> i32 {
         match *self {
             StopReason::DebugExit(v) => i32::from(v),
-            StopReason::Reset | StopReason::Stopped | StopReason::Halted => 0,
+            StopReason::Reset | StopReason::Stopped | StopReason::Halted | StopReason::Migrated => 0,
             StopReason::Shutdown => 3,
             StopReason::Signal(n) => 128 + n,
         }
@@ -64,6 +67,33 @@ pub struct RunControl {
     stopping: AtomicBool,
     reason: Mutex<Option<StopReason>>,
     wake: EventFd,
+    pause: Mutex<PauseState>,
+    /// Signalled whenever `pause` changes.
+    pause_changed: Condvar,
+    /// The running vCPU threads, to kick out of `KVM_RUN` for a pause.
+    vcpu_threads: Mutex<Vec<libc::pthread_t>>,
+}
+
+/// Whether the vCPUs should be parked, and how many are.
+#[derive(Debug, Default)]
+struct PauseState {
+    requested: bool,
+    parked: usize,
+}
+
+/// Why a pause did not take effect.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PauseError {
+    /// The VM is stopping (or stopped): there is nothing left to pause.
+    #[error("the VM is stopping")]
+    Stopping,
+    /// Some vCPU did not leave the guest in time.
+    #[error("{parked} of {vcpus} vCPUs paused within {waited:?}")]
+    Timeout {
+        parked: usize,
+        vcpus: usize,
+        waited: Duration,
+    },
 }
 
 impl RunControl {
@@ -72,7 +102,93 @@ impl RunControl {
             stopping: AtomicBool::new(false),
             reason: Mutex::new(None),
             wake: EventFd::new(EFD_NONBLOCK)?,
+            pause: Mutex::new(PauseState::default()),
+            pause_changed: Condvar::new(),
+            vcpu_threads: Mutex::new(Vec::new()),
         })
+    }
+
+    fn pause_state(&self) -> std::sync::MutexGuard<'_, PauseState> {
+        self.pause.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Parks every vCPU outside the guest, with its pending I/O completed, so that its
+    /// state can be read or written; returns once all `vcpus` are parked. Devices are
+    /// not touched (see `VmHandle::pause`).
+    pub fn pause_vcpus(&self, vcpus: usize, limit: Duration) -> Result<(), PauseError> {
+        if self.is_stopping() {
+            return Err(PauseError::Stopping);
+        }
+        self.pause_state().requested = true;
+        self.kick_vcpus();
+        let deadline = Instant::now() + limit;
+        let mut state = self.pause_state();
+        while state.parked < vcpus {
+            if self.is_stopping() {
+                drop(state);
+                self.resume_vcpus();
+                return Err(PauseError::Stopping);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let parked = state.parked;
+                drop(state);
+                self.resume_vcpus();
+                return Err(PauseError::Timeout {
+                    parked,
+                    vcpus,
+                    waited: limit,
+                });
+            }
+            // Short waits: a stop does not signal this condition variable.
+            let wait = (deadline - now).min(Duration::from_millis(20));
+            state = self
+                .pause_changed
+                .wait_timeout(state, wait)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+
+    /// Lets parked vCPUs enter the guest again.
+    pub fn resume_vcpus(&self) {
+        self.pause_state().requested = false;
+        self.pause_changed.notify_all();
+    }
+
+    /// Whether the vCPUs were asked to park.
+    pub(crate) fn pause_requested(&self) -> bool {
+        self.pause_state().requested
+    }
+
+    /// Called by a vCPU thread that saw a pause request: stays parked until the VM is
+    /// resumed or stops.
+    pub(crate) fn park(&self) {
+        let mut state = self.pause_state();
+        state.parked += 1;
+        self.pause_changed.notify_all();
+        while state.requested && !self.is_stopping() {
+            state = self
+                .pause_changed
+                .wait_timeout(state, Duration::from_millis(50))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        state.parked -= 1;
+        self.pause_changed.notify_all();
+    }
+
+    pub(crate) fn set_vcpu_threads(&self, threads: Vec<libc::pthread_t>) {
+        *self.vcpu_threads.lock().unwrap_or_else(|p| p.into_inner()) = threads;
+    }
+
+    fn kick_vcpus(&self) {
+        for &thread in self.vcpu_threads.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+            // SAFETY: the ids are of vCPU threads that `Vm::run` joins only after the
+            // list is cleared, so each names a live (or joinable) thread.
+            unsafe { libc::pthread_kill(thread, kick_signal()) };
+        }
     }
 
     /// Asks the VM to stop for `reason`; the first reason given is kept.
@@ -84,12 +200,14 @@ impl RunControl {
         }
         self.stopping.store(true, Ordering::SeqCst);
         self.wake();
+        self.pause_changed.notify_all();
     }
 
     /// Marks the VM as stopping without giving a reason (a vCPU failed; its error
     /// is what `Vm::run` reports).
     pub(crate) fn begin_stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
+        self.pause_changed.notify_all();
     }
 
     /// Whether a stop was requested.

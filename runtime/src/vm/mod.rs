@@ -18,6 +18,7 @@ pub mod bus;
 pub mod control;
 pub mod cpuid;
 pub mod layout;
+pub mod state;
 mod vcpu;
 
 use std::io::Write;
@@ -30,13 +31,16 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::signal::Killable;
 
 pub use self::bus::{Bus, BusDevice, BusError, SharedDevice};
-pub use self::control::{install_stop_signal_handlers, RunControl, SignalMark, StopReason};
+pub use self::control::{install_stop_signal_handlers, PauseError, RunControl, SignalMark, StopReason};
 pub use self::layout::MemoryError;
+pub use self::state::{StateError, VmHandle};
 pub use self::vcpu::ExitStats;
 use crate::boot::{self, BootError, EntryState, LoadedKernel};
 use crate::devices::debug_exit::{DebugExit, DEBUG_EXIT_PORT};
 use crate::devices::i8042::{I8042, I8042_DATA_PORT, I8042_PORTS};
 use crate::devices::serial::{SerialConsole, COM1_IRQ, COM1_PORT, UART_PORTS};
+use crate::devices::virtio::net::Net;
+use crate::devices::virtio::MmioTransport;
 
 /// What the VM is made of. The ABI document will fill this in; for now it is plain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,9 +198,13 @@ impl VmError {
 
 /// A KVM virtual machine.
 pub struct Vm {
-    // Field order is drop order: vCPUs and the VM fd go before the memory they map.
-    vcpus: Vec<VcpuFd>,
-    fd: VmFd,
+    // Field order is drop order: vCPUs and the VM fd go before the memory they map
+    // (a `VmHandle` keeps a clone of the memory for as long as it keeps them).
+    vcpus: Vec<Arc<Mutex<VcpuFd>>>,
+    fd: Arc<VmFd>,
+    /// The MSRs KVM can save and restore for a vCPU (`KVM_GET_MSR_INDEX_LIST`).
+    msr_indices: Vec<u32>,
+    ran: bool,
     _kvm: Kvm,
     memory: GuestMemoryMmap,
     pio: Bus,
@@ -204,6 +212,12 @@ pub struct Vm {
     control: Arc<RunControl>,
     features: VmFeatures,
     entry: Option<EntryState>,
+    /// The vCPUs were given a saved state ([`Vm::restore`]) instead of an entry.
+    restored: bool,
+    serial: Option<Arc<Mutex<SerialConsole>>>,
+    net: Vec<(String, Arc<Mutex<MmioTransport<Net>>>)>,
+    /// Guest pages the devices wrote, for live migration.
+    dirty: Arc<state::DirtyBitmap>,
     /// Stop signals after this mark stop the run; `None`: those from `run` on.
     signals_since: Option<SignalMark>,
 }
@@ -300,13 +314,25 @@ impl Vm {
                 .create_vcpu(u64::from(id))
                 .map_err(|e| VmError::vcpu(id, "KVM_CREATE_VCPU", e))?;
             vcpu::configure(&vcpu, id, &cpuid, features.irqchip)?;
-            vcpus.push(vcpu);
+            vcpus.push(Arc::new(Mutex::new(vcpu)));
         }
+        // Without the list (an old or limited KVM) a snapshot simply holds no MSRs.
+        let msr_indices = kvm
+            .get_msr_index_list()
+            .map(|list| list.as_slice().to_vec())
+            .unwrap_or_default();
 
         let control = Arc::new(RunControl::new().map_err(VmError::host("stop eventfd"))?);
+        let memory_end = memory.iter().map(|r| r.start_addr().0 + r.len()).max().unwrap_or(0);
         Ok(Vm {
+            restored: false,
+            serial: None,
+            net: Vec::new(),
+            dirty: Arc::new(state::DirtyBitmap::new(memory_end)),
             vcpus,
-            fd,
+            fd: Arc::new(fd),
+            msr_indices,
+            ran: false,
             _kvm: kvm,
             memory,
             pio: Bus::new(),
@@ -366,6 +392,7 @@ impl Vm {
         }
         let serial = Arc::new(Mutex::new(serial));
         self.add_pio_device(COM1_PORT, UART_PORTS, serial.clone())?;
+        self.serial = Some(serial.clone());
         let control = self.control.clone();
         self.add_pio_device(
             DEBUG_EXIT_PORT,
@@ -374,6 +401,51 @@ impl Vm {
         )?;
         self.add_pio_device(I8042_DATA_PORT, I8042_PORTS, Arc::new(Mutex::new(I8042::new(control))))?;
         Ok(serial)
+    }
+
+    /// Maps a virtio-net device's transport on the MMIO bus and keeps it for the VM's
+    /// state (snapshots, migration) under its ABI id.
+    pub fn add_net_device(
+        &mut self,
+        id: &str,
+        base: u64,
+        len: u64,
+        transport: Arc<Mutex<MmioTransport<Net>>>,
+    ) -> Result<(), VmError> {
+        self.add_mmio_device(base, len, transport.clone())?;
+        self.net.push((id.to_string(), transport));
+        Ok(())
+    }
+
+    /// Where devices record the guest pages they write (see [`state::DirtyBitmap`]).
+    pub fn dirty_bitmap(&self) -> Arc<state::DirtyBitmap> {
+        self.dirty.clone()
+    }
+
+    /// A handle for another thread: pause, resume, save and restore the VM's state.
+    pub fn handle(&self) -> VmHandle {
+        VmHandle {
+            vcpus: self.vcpus.clone(),
+            fd: self.fd.clone(),
+            memory: self.memory.clone(),
+            control: self.control.clone(),
+            features: self.features,
+            msr_indices: self.msr_indices.clone().into(),
+            serial: self.serial.clone(),
+            net: self.net.clone(),
+            dirty: self.dirty.clone(),
+        }
+    }
+
+    /// Puts the VM, not yet run, in a saved state (its memory already filled): `run`
+    /// then continues the guest where the state was taken instead of booting it.
+    pub fn restore(&mut self, saved: &state::MachineState) -> Result<(), state::StateError> {
+        if self.ran {
+            return Err(state::StateError::Mismatch("the VM has already run".into()));
+        }
+        self.handle().restore(saved)?;
+        self.restored = true;
+        Ok(())
     }
 
     /// Loads a kernel (PVH ELF or bzImage, see [`boot::load_kernel`]) and points
@@ -386,8 +458,11 @@ impl Vm {
 
     /// Puts vCPU 0 in `entry`'s state (the others wait for INIT/SIPI).
     pub fn set_entry(&mut self, entry: &EntryState) -> Result<(), VmError> {
+        if self.ran {
+            return Err(VmError::AlreadyRan);
+        }
         let bsp = self.vcpus.first().ok_or(VmError::AlreadyRan)?;
-        vcpu::set_entry_state(bsp, 0, entry)?;
+        vcpu::set_entry_state(&bsp.lock().unwrap_or_else(|p| p.into_inner()), 0, entry)?;
         self.entry = Some(*entry);
         Ok(())
     }
@@ -395,12 +470,15 @@ impl Vm {
     /// Runs the vCPUs until the guest or the host stops the VM, then joins them.
     /// Guest memory stays readable afterwards; a VM runs only once.
     pub fn run(&mut self) -> Result<RunOutcome, VmError> {
-        if self.vcpus.is_empty() {
+        if self.ran {
             return Err(VmError::AlreadyRan);
         }
-        if self.entry.is_none() {
-            return Err(VmError::InvalidConfig("no entry state: load a kernel first".into()));
+        if self.entry.is_none() && !self.restored {
+            return Err(VmError::InvalidConfig(
+                "no entry state: load a kernel or restore a state first".into(),
+            ));
         }
+        self.ran = true;
         if !self.features.immediate_exit {
             return Err(VmError::MissingCapability("KVM_CAP_IMMEDIATE_EXIT"));
         }
@@ -412,8 +490,11 @@ impl Vm {
         if let Some(signal) = signals.pending_signal() {
             self.control.request_stop(StopReason::Signal(signal));
         }
-        let vcpus = std::mem::take(&mut self.vcpus);
-        let vcpus = if self.control.is_stopping() { Vec::new() } else { vcpus };
+        let vcpus = if self.control.is_stopping() {
+            Vec::new()
+        } else {
+            self.vcpus.clone()
+        };
         let pio = Arc::new(std::mem::take(&mut self.pio));
         let mmio = Arc::new(std::mem::take(&mut self.mmio));
 
@@ -443,10 +524,17 @@ impl Vm {
             }
         }
 
+        {
+            use std::os::unix::thread::JoinHandleExt;
+            self.control
+                .set_vcpu_threads(threads.iter().map(|h| h.as_pthread_t()).collect());
+        }
         if spawn_error.is_none() {
             self.control.wait(&signals);
         }
         self.control.begin_stop();
+        // No pause may kick a thread once it can be joined.
+        self.control.set_vcpu_threads(Vec::new());
         for handle in &threads {
             // A thread that already finished is still joinable, so the handle is valid.
             let _ = handle.kill(control::kick_signal());

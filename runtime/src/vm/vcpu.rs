@@ -1,6 +1,6 @@
 //! One vCPU: its initial configuration, its entry state, and its run loop.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use kvm_bindings::{kvm_fpu, kvm_regs, CpuId};
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -155,7 +155,9 @@ pub(crate) fn set_entry_state(vcpu: &VcpuFd, id: u8, entry: &EntryState) -> Resu
 /// A vCPU ready to run on its own thread.
 pub(crate) struct VcpuRunner {
     pub(crate) id: u8,
-    pub(crate) vcpu: VcpuFd,
+    /// Held while the vCPU runs; free while it is parked, for its state to be saved
+    /// or restored.
+    pub(crate) vcpu: Arc<Mutex<VcpuFd>>,
     pub(crate) pio: Arc<Bus>,
     pub(crate) mmio: Arc<Bus>,
     pub(crate) control: Arc<RunControl>,
@@ -163,7 +165,7 @@ pub(crate) struct VcpuRunner {
 
 impl VcpuRunner {
     /// Runs until the VM stops; returns this vCPU's exit counts.
-    pub(crate) fn run(mut self) -> Result<ExitStats, VmError> {
+    pub(crate) fn run(self) -> Result<ExitStats, VmError> {
         // However this thread ends (a stop, an error, even a panic), the VM stops
         // and the thread in `Vm::run` is woken to join everyone.
         struct EndGuard(Arc<RunControl>);
@@ -175,16 +177,39 @@ impl VcpuRunner {
             }
         }
         let _guard = EndGuard(self.control.clone());
-        let immediate_exit = std::ptr::addr_of_mut!(self.vcpu.get_kvm_run().immediate_exit);
-        control::set_immediate_exit_target(immediate_exit);
-        self.run_loop()
+        let vcpu = self.vcpu.clone();
+        let mut stats = ExitStats::default();
+        loop {
+            let mut fd = vcpu.lock().unwrap_or_else(|p| p.into_inner());
+            let immediate_exit = std::ptr::addr_of_mut!(fd.get_kvm_run().immediate_exit);
+            control::set_immediate_exit_target(immediate_exit);
+            // SAFETY: `immediate_exit` points into this vCPU's mapped kvm_run.
+            unsafe { std::ptr::write_volatile(immediate_exit, 0) };
+            self.run_loop(&mut fd, &mut stats)?;
+            if self.control.is_stopping() {
+                return Ok(stats);
+            }
+            // A pause: finish the exit in flight (KVM completes an I/O instruction only
+            // on the next KVM_RUN, which immediate_exit turns into an at-once EINTR), so
+            // that the state read while parked is consistent; then park unlocked.
+            // SAFETY: as above.
+            unsafe { std::ptr::write_volatile(immediate_exit, 1) };
+            match fd.run() {
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {}
+                Err(e) => return Err(VmError::vcpu(self.id, "KVM_RUN", e)),
+                Ok(_) => {}
+            }
+            control::set_immediate_exit_target(std::ptr::null_mut());
+            drop(fd);
+            self.control.park();
+        }
     }
 
-    fn run_loop(&mut self) -> Result<ExitStats, VmError> {
-        let mut stats = ExitStats::default();
+    /// Runs the vCPU until the VM stops or a pause is requested.
+    fn run_loop(&self, vcpu: &mut VcpuFd, stats: &mut ExitStats) -> Result<(), VmError> {
         let id = self.id;
-        while !self.control.is_stopping() {
-            let exit = match self.vcpu.run() {
+        while !self.control.is_stopping() && !self.control.pause_requested() {
+            let exit = match vcpu.run() {
                 Ok(exit) => exit,
                 Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                     stats.other += 1;
@@ -227,14 +252,14 @@ impl VcpuRunner {
                         Ok(Some(reason)) => self.control.request_stop(reason),
                         Ok(None) => {}
                         Err(e) => {
-                            let rip = self.vcpu.get_regs().ok().map(|r| r.rip);
+                            let rip = vcpu.get_regs().ok().map(|r| r.rip);
                             return Err(e.at_rip(rip));
                         }
                     }
                 }
             }
         }
-        Ok(stats)
+        Ok(())
     }
 }
 

@@ -12,7 +12,8 @@
 
 use std::sync::Arc;
 
-use virtio_queue::{Queue, QueueT};
+use serde::{Deserialize, Serialize};
+use virtio_queue::{Queue, QueueState, QueueT};
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 use super::features::{self, VERSION_1};
@@ -123,6 +124,34 @@ impl QueueRegs {
     }
 }
 
+/// A queue's registers and, while the device runs, how far it got in the rings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueSnapshot {
+    pub size: u16,
+    pub ready: bool,
+    pub desc: u64,
+    pub driver: u64,
+    pub device: u64,
+    /// Next available-ring entry the device reads, next used-ring entry it writes:
+    /// `None` while the device is not running.
+    pub progress: Option<(u16, u16)>,
+}
+
+/// The transport's state with its device's: everything the driver negotiated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransportSnapshot {
+    /// The feature word the device offered (checked against the restoring device's).
+    pub offered_features: u64,
+    pub status: u32,
+    pub driver_features: u64,
+    pub device_features_sel: u32,
+    pub driver_features_sel: u32,
+    pub queue_sel: u32,
+    pub interrupt_status: u32,
+    pub needs_reset: bool,
+    pub queues: Vec<QueueSnapshot>,
+}
+
 /// Error building a transport.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TransportError {
@@ -145,6 +174,8 @@ pub struct MmioTransport<D: VirtioDevice> {
     status: u32,
     stats: TransportStats,
     last_error: Option<String>,
+    /// While paused: where each queue of the running device stood.
+    paused: Option<Vec<QueueState>>,
 }
 
 impl<D: VirtioDevice> std::fmt::Debug for MmioTransport<D> {
@@ -185,7 +216,150 @@ impl<D: VirtioDevice> MmioTransport<D> {
             status: 0,
             stats: TransportStats::default(),
             last_error: None,
+            paused: None,
         })
+    }
+
+    /// Stops the device's work (its worker thread) and keeps where its queues stood;
+    /// nothing happens for a device that is not running.
+    pub fn pause(&mut self) {
+        if self.paused.is_none() {
+            self.paused = self.device.pause();
+        }
+    }
+
+    /// Restarts a paused device from where its queues stood.
+    pub fn resume(&mut self) -> Result<(), String> {
+        let Some(states) = self.paused.take() else {
+            return Ok(());
+        };
+        let mut queues = Vec::with_capacity(states.len());
+        for (index, state) in states.into_iter().enumerate() {
+            let queue = Queue::try_from(state)
+                .ok()
+                .filter(|q| q.is_valid(&self.mem))
+                .ok_or_else(|| format!("queue {index} does not fit in guest memory"))?;
+            queues.push(queue);
+        }
+        self.device
+            .activate(self.mem.clone(), self.driver_features, queues, self.interrupt.clone())
+            .map_err(|e| {
+                self.interrupt.signal_needs_reset();
+                e.to_string()
+            })
+    }
+
+    /// The transport's and device's state; the device must be paused (or not running).
+    pub fn snapshot(&self) -> Result<TransportSnapshot, String> {
+        if self.device.is_running() {
+            return Err("the device is running: pause it first".into());
+        }
+        let progress = |i: usize| {
+            self.paused
+                .as_ref()
+                .and_then(|p| p.get(i))
+                .map(|q| (q.next_avail, q.next_used))
+        };
+        Ok(TransportSnapshot {
+            offered_features: self.device.offered_features(),
+            status: self.status,
+            driver_features: self.driver_features,
+            device_features_sel: self.device_features_sel,
+            driver_features_sel: self.driver_features_sel,
+            queue_sel: self.queue_sel,
+            interrupt_status: self.interrupt.status(),
+            needs_reset: self.interrupt.needs_reset(),
+            queues: self
+                .queues
+                .iter()
+                .enumerate()
+                .map(|(i, q)| QueueSnapshot {
+                    size: q.size,
+                    ready: q.ready,
+                    desc: q.desc,
+                    driver: q.driver,
+                    device: q.device,
+                    progress: progress(i),
+                })
+                .collect(),
+        })
+    }
+
+    /// Puts a transport that the guest has not used yet in a saved state, checked as
+    /// the registers are when a driver writes them; a running device is left paused,
+    /// for [`MmioTransport::resume`] to start. Guest memory must already be restored.
+    pub fn restore(&mut self, s: &TransportSnapshot) -> Result<(), String> {
+        let offered = self.device.offered_features();
+        if s.offered_features != offered {
+            return Err(format!(
+                "it offered features {:#x}, this device offers {offered:#x}",
+                s.offered_features
+            ));
+        }
+        if s.queues.len() != self.queues.len() {
+            return Err(format!(
+                "{} queues, the device has {}",
+                s.queues.len(),
+                self.queues.len()
+            ));
+        }
+        let status = s.status;
+        if status & !DRIVER_STATUS_BITS != 0 {
+            return Err(format!("status {status:#x} has bits no driver sets"));
+        }
+        let negotiated = status & FEATURES_OK != 0;
+        if negotiated
+            && (s.driver_features & !offered != 0
+                || !features::has(s.driver_features, VERSION_1)
+                || !self.device.accepts_features(s.driver_features))
+        {
+            return Err(format!(
+                "negotiated features {:#x} are not acceptable for an offer of {offered:#x}",
+                s.driver_features
+            ));
+        }
+        let running = status & DRIVER_OK != 0 && !s.needs_reset;
+        let event_idx = features::has(s.driver_features, features::RING_EVENT_IDX);
+        let mut regs = Vec::with_capacity(s.queues.len());
+        let mut paused = Vec::new();
+        for (index, (q, max)) in s.queues.iter().zip(&self.queues).enumerate() {
+            if q.size == 0 || !q.size.is_power_of_two() || q.size > max.max_size {
+                return Err(format!(
+                    "queue {index} has size {}, at most {} possible",
+                    q.size, max.max_size
+                ));
+            }
+            let r = QueueRegs {
+                max_size: max.max_size,
+                size: q.size,
+                ready: q.ready,
+                desc: q.desc,
+                driver: q.driver,
+                device: q.device,
+            };
+            if running {
+                let (next_avail, next_used) = q
+                    .progress
+                    .ok_or_else(|| format!("queue {index} of a running device has no ring positions"))?;
+                let mut queue = r
+                    .build(&self.mem, event_idx)
+                    .ok_or_else(|| format!("queue {index} is not ready or does not fit in guest memory"))?;
+                queue.set_next_avail(next_avail);
+                queue.set_next_used(next_used);
+                paused.push(queue.state());
+            }
+            regs.push(r);
+        }
+        self.device.reset();
+        self.queues = regs;
+        self.queue_sel = s.queue_sel;
+        self.device_features_sel = s.device_features_sel;
+        self.driver_features_sel = s.driver_features_sel;
+        self.driver_features = s.driver_features;
+        self.status = status;
+        self.interrupt.restore(s.interrupt_status, s.needs_reset);
+        self.paused = running.then_some(paused);
+        Ok(())
     }
 
     /// The device behind the transport.
@@ -437,6 +611,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
 
     /// Back to the state after construction (virtio 1.x §2.4 "Device Reset").
     fn reset(&mut self) {
+        self.paused = None;
         self.device.reset();
         for queue in &mut self.queues {
             *queue = QueueRegs::new(queue.max_size);

@@ -35,7 +35,9 @@ use vmm_sys_util::eventfd::EventFd;
 pub mod mmio;
 pub mod net;
 
-pub use mmio::{MmioTransport, TransportError, TransportStats, MMIO_SIZE, QUEUE_NOTIFY_OFFSET};
+pub use mmio::{
+    MmioTransport, QueueSnapshot, TransportError, TransportSnapshot, TransportStats, MMIO_SIZE, QUEUE_NOTIFY_OFFSET,
+};
 
 /// Feature bits every transport knows (virtio 1.x §6 "Reserved Feature Bits").
 ///
@@ -190,6 +192,16 @@ impl VirtioInterrupt {
         self.line.acknowledged(remaining);
     }
 
+    /// A saved InterruptStatus and NEEDS_RESET flag; a pending interrupt is raised again
+    /// (the interrupt controller's state came with it, so this only re-asserts it).
+    pub(crate) fn restore(&self, status: u32, needs_reset: bool) {
+        self.needs_reset.store(needs_reset, Ordering::SeqCst);
+        self.status.store(status & 0b11, Ordering::SeqCst);
+        if status & 0b11 != 0 {
+            self.line.trigger(InterruptReason::UsedBuffer);
+        }
+    }
+
     /// Device reset: no pending interrupt, no NEEDS_RESET.
     pub(crate) fn reset(&self) {
         self.needs_reset.store(false, Ordering::SeqCst);
@@ -262,4 +274,16 @@ pub trait VirtioDevice: Send {
     /// Stop serving the queues and forget all negotiated state; the device must be as
     /// if freshly constructed afterwards (its queue `EventFd`s stay the same).
     fn reset(&mut self);
+
+    /// Stop serving the queues but keep them: returns where each stood, for
+    /// [`VirtioDevice::activate`] to continue from. `None` when the device is not
+    /// running (nothing to keep).
+    fn pause(&mut self) -> Option<Vec<virtio_queue::QueueState>> {
+        None
+    }
+
+    /// Whether the device is serving its queues now.
+    fn is_running(&self) -> bool {
+        false
+    }
 }

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use virtio_queue::Queue;
+use virtio_queue::{Queue, QueueState};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -160,7 +160,8 @@ const S_LINK_UP: u16 = 1;
 
 struct Running {
     stop: EventFd,
-    thread: JoinHandle<()>,
+    /// Ends with where the rx and tx queues stood (`None` if the worker panicked).
+    thread: JoinHandle<Option<[QueueState; 2]>>,
 }
 
 /// A virtio-net device backed by a TAP.
@@ -174,6 +175,8 @@ pub struct Net {
     running: Option<Running>,
     negotiated: Option<u64>,
     offloads: TapOffloads,
+    /// Where the device's guest-memory writes are recorded, for live migration.
+    dirty: Option<Arc<crate::vm::state::DirtyBitmap>>,
 }
 
 impl std::fmt::Debug for Net {
@@ -247,7 +250,14 @@ impl Net {
             running: None,
             negotiated: None,
             offloads: TapOffloads::NONE,
+            dirty: None,
         })
+    }
+
+    /// Records every guest page the device writes in `dirty` (see
+    /// [`crate::vm::state::DirtyBitmap`]); takes effect at the next activation.
+    pub fn track_writes(&mut self, dirty: Arc<crate::vm::state::DirtyBitmap>) {
+        self.dirty = Some(dirty);
     }
 
     pub fn config(&self) -> &NetConfig {
@@ -279,16 +289,21 @@ impl Net {
         self.offloads
     }
 
-    fn stop_worker(&mut self) {
+    /// Stops the worker; returns where its queues stood, if it was running (and did
+    /// not panic).
+    fn stop_worker(&mut self) -> Option<[QueueState; 2]> {
+        let mut states = None;
         if let Some(running) = self.running.take() {
             // If the write fails the thread is already gone; join returns at once.
             let _ = running.stop.write(1);
-            let _ = running.thread.join();
+            states = running.thread.join().ok().flatten();
         }
-        // Notifications that arrived for the old queues mean nothing to new ones.
+        // Notifications that arrived for the old queues mean nothing to new ones, and a
+        // worker that continues the same queues makes a pass over both when it starts.
         for event in &self.queue_events {
             let _ = event.read();
         }
+        states
     }
 }
 
@@ -357,6 +372,7 @@ impl VirtioDevice for Net {
             rx_event: self.queue_events[RX_QUEUE].try_clone()?,
             tx_event: self.queue_events[TX_QUEUE].try_clone()?,
             stop: stop.try_clone()?,
+            dirty: self.dirty.clone(),
         })?;
         let (counters, interrupt) = (self.counters.clone(), worker.interrupt());
         let thread = std::thread::Builder::new().name("virtio-net".into()).spawn(move || {
@@ -367,10 +383,20 @@ impl VirtioDevice for Net {
                 NetCounters::inc(&counters.worker_panics);
                 interrupt.signal_needs_reset();
             }
+            outcome.ok()
         })?;
         self.running = Some(Running { stop, thread });
         self.negotiated = Some(features);
         Ok(())
+    }
+
+    fn pause(&mut self) -> Option<Vec<QueueState>> {
+        // The offloads and the negotiated features stay: the same guest continues.
+        self.stop_worker().map(Vec::from)
+    }
+
+    fn is_running(&self) -> bool {
+        self.running.is_some()
     }
 
     fn reset(&mut self) {

@@ -20,7 +20,9 @@ use std::sync::Arc;
 
 use virtio_bindings::bindings::virtio_ring::{VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT};
 use virtio_queue::desc::split::Descriptor;
-use virtio_queue::{Queue, QueueOwnedT, QueueT};
+use virtio_queue::{Queue, QueueOwnedT, QueueState, QueueT};
+
+use crate::vm::state::DirtyBitmap;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
@@ -36,6 +38,10 @@ const TOKEN_TAP: u64 = 0;
 const TOKEN_RX_QUEUE: u64 = 1;
 const TOKEN_TX_QUEUE: u64 = 2;
 const TOKEN_STOP: u64 = 3;
+
+/// Which queue, for [`Worker::mark_used_ring`].
+const RX: usize = super::RX_QUEUE;
+const TX: usize = super::TX_QUEUE;
 
 /// The shortest frame worth sending: an Ethernet header.
 const MIN_FRAME_LEN: usize = 14;
@@ -57,6 +63,8 @@ pub(super) struct WorkerParts {
     pub rx_event: EventFd,
     pub tx_event: EventFd,
     pub stop: EventFd,
+    /// Records the guest pages the worker writes (live migration).
+    pub dirty: Option<Arc<crate::vm::state::DirtyBitmap>>,
 }
 
 pub(super) struct Worker {
@@ -160,8 +168,15 @@ fn read_chain(mem: &GuestMemoryMmap, descs: &[Descriptor], offset: usize, out: &
     done == out.len()
 }
 
-/// Copies `data` into the chain's buffers, starting `offset` bytes in.
-fn write_chain(mem: &GuestMemoryMmap, descs: &[Descriptor], offset: usize, data: &[u8]) -> bool {
+/// Copies `data` into the chain's buffers, starting `offset` bytes in; what it writes is
+/// marked in `dirty`.
+fn write_chain(
+    mem: &GuestMemoryMmap,
+    dirty: Option<&DirtyBitmap>,
+    descs: &[Descriptor],
+    offset: usize,
+    data: &[u8],
+) -> bool {
     let mut skip = offset;
     let mut done = 0;
     for desc in descs {
@@ -179,6 +194,9 @@ fn write_chain(mem: &GuestMemoryMmap, descs: &[Descriptor], offset: usize, data:
         };
         if mem.write_slice(&data[done..done + n], addr).is_err() {
             return false;
+        }
+        if let Some(dirty) = dirty {
+            dirty.mark(addr.0, n as u64);
         }
         done += n;
         skip = 0;
@@ -234,7 +252,8 @@ impl Worker {
         self.parts.interrupt.clone()
     }
 
-    pub(super) fn run(mut self) {
+    /// Serves the queues until stopped; returns where they stood.
+    pub(super) fn run(mut self) -> [QueueState; 2] {
         // Notifications may have come before the thread: their eventfds are still
         // readable, but a pass now costs nothing.
         self.process_tx();
@@ -248,12 +267,12 @@ impl Worker {
                 // quiet. The thread ends, so a reset's join still returns.
                 Err(_) => {
                     self.fail();
-                    return;
+                    return self.queue_states();
                 }
             };
             for event in &events[..count] {
                 match event.data() {
-                    TOKEN_STOP => return,
+                    TOKEN_STOP => return self.queue_states(),
                     TOKEN_TX_QUEUE => {
                         let _ = self.parts.tx_event.read();
                         self.process_tx();
@@ -268,6 +287,10 @@ impl Worker {
                 }
             }
         }
+    }
+
+    fn queue_states(&self) -> [QueueState; 2] {
+        [self.parts.rx.state(), self.parts.tx.state()]
     }
 
     /// Starts or stops waiting for TAP frames: stopped while a frame waits for buffers,
@@ -304,6 +327,17 @@ impl Worker {
         if self.tx_pass().is_err() {
             self.fail();
         }
+        self.mark_used_ring(TX);
+    }
+
+    /// Marks a queue's used ring (with `avail_event`) as written, for live migration.
+    fn mark_used_ring(&self, which: usize) {
+        let Some(dirty) = &self.parts.dirty else {
+            return;
+        };
+        let queue = if which == TX { &self.parts.tx } else { &self.parts.rx };
+        // flags, idx, `size` elements of 8 bytes, avail_event.
+        dirty.mark(queue.used_ring(), 6 + 8 * u64::from(queue.size()));
     }
 
     fn tx_pass(&mut self) -> Result<(), Fatal> {
@@ -354,6 +388,7 @@ impl Worker {
         if self.rx_pass().is_err() {
             self.fail();
         }
+        self.mark_used_ring(RX);
     }
 
     fn rx_pass(&mut self) -> Result<(), Fatal> {
@@ -448,7 +483,7 @@ impl Worker {
                     NetCounters::inc(&counters.rx_dropped_too_big);
                     return Ok(Delivery::Dropped);
                 }
-                if !write_chain(&p.mem, &chain.descs, 0, frame) {
+                if !write_chain(&p.mem, p.dirty.as_deref(), &chain.descs, 0, frame) {
                     NetCounters::inc(&counters.bad_descriptors);
                     p.rx.add_used(&p.mem, chain.head, 0).map_err(|_| Fatal)?;
                     *used = true;
@@ -508,7 +543,13 @@ impl Worker {
                 continue;
             };
             let n = chain.capacity().min(len - written);
-            if !write_chain(&p.mem, &chain.descs, 0, &frame[written..written + n]) {
+            if !write_chain(
+                &p.mem,
+                p.dirty.as_deref(),
+                &chain.descs,
+                0,
+                &frame[written..written + n],
+            ) {
                 // check_range passed, so this is not expected; treat like a bad chain.
                 NetCounters::inc(&counters.bad_descriptors);
                 p.rx.add_used(&p.mem, chain.head, 0).map_err(|_| Fatal)?;
@@ -525,6 +566,7 @@ impl Worker {
         let num_buffers = taken.len() as u16;
         if !write_chain(
             &p.mem,
+            p.dirty.as_deref(),
             &taken[0].0.descs,
             NUM_BUFFERS_OFFSET,
             &num_buffers.to_le_bytes(),
