@@ -143,7 +143,20 @@ fn compile_spec(
     })?)
 }
 
-pub(crate) fn run_vm(file: &Path, paths: &PlatformPaths, stats: bool) -> Result<u8, Failure> {
+pub(crate) fn run_vm(
+    file: &Path,
+    paths: &PlatformPaths,
+    stats: bool,
+    api_sock: Option<PathBuf>,
+    restore: Option<PathBuf>,
+    incoming: Option<String>,
+) -> Result<u8, Failure> {
+    use vmc_runtime::run::{RunOptions, Start};
+    let start = match (restore, incoming) {
+        (Some(snapshot), _) => Start::Restore(snapshot),
+        (None, Some(address)) => Start::Incoming(address.parse().map_err(Failure::Message)?),
+        (None, None) => Start::Boot,
+    };
     // First of all: a stop signal from now on ends the run cleanly (the runtime checks
     // between start-up steps), however long probing, compiling or reading takes.
     vmc_runtime::vm::control::install_stop_signal_handlers()
@@ -165,8 +178,22 @@ pub(crate) fn run_vm(file: &Path, paths: &PlatformPaths, stats: bool) -> Result<
         read_document(file)?
     };
     warn_memory(&doc, &host);
-    let report =
-        vmc_runtime::run::run(&doc, &host, Box::new(std::io::stdout())).map_err(|e| Failure::Message(e.to_string()))?;
+    let options = RunOptions {
+        start,
+        api_sock,
+        progress: Some(Box::new(|line: &str| errln!("vmc: {line}"))),
+    };
+    let report = vmc_runtime::run::run_with(
+        &doc,
+        &host,
+        Box::new(std::io::stdout()),
+        vmc_runtime::vm::SignalMark::START,
+        &options,
+    )
+    .map_err(|e| Failure::Message(e.to_string()))?;
+    if report.outcome.reason == vmc_runtime::vm::StopReason::Migrated {
+        errln!("vmc: the VM migrated: it runs on the destination now");
+    }
     let code = report.outcome.reason.exit_code();
     if stats {
         let e = &report.outcome.exits;

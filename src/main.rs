@@ -34,6 +34,7 @@ macro_rules! errln {
 }
 
 mod commands;
+mod control;
 mod files;
 mod hosts;
 mod lower_cmd;
@@ -169,6 +170,65 @@ enum Command {
         /// Print timings and VM exit counts on stderr at the end.
         #[arg(long)]
         stats: bool,
+        /// Serve the VM's control socket at PATH (status, pause, resume, snapshot,
+        /// migrate; see `vmc status`, `vmc snapshot`, `vmc migrate`). PATH must not exist;
+        /// it is removed when the VM stops.
+        #[arg(long, value_name = "PATH")]
+        api_sock: Option<PathBuf>,
+        /// Continue the guest from a snapshot (`vmc snapshot`) instead of booting it. The
+        /// snapshot's format version and ABI hash are checked first: one of another ABI is
+        /// refused, naming the values that differ.
+        #[arg(long, value_name = "SNAPSHOT", conflicts_with = "incoming")]
+        restore: Option<PathBuf>,
+        /// Wait for a live migration (`vmc migrate`) on unix:PATH or tcp:HOST:PORT and
+        /// continue the guest from it. FILE is this host's own document: a source whose
+        /// ABI hash differs is refused before any state moves, both sides naming the
+        /// values that differ.
+        #[arg(long, value_name = "ADDRESS")]
+        incoming: Option<String>,
+    },
+    /// Ask a running VM (`vmc run --api-sock PATH`) for its state: running, paused,
+    /// snapshotting or migrating, with its ABI hash.
+    Status {
+        /// The VM's control socket.
+        socket: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause a running VM's vCPUs and devices (`vmc run --api-sock PATH`).
+    Pause {
+        /// The VM's control socket.
+        socket: PathBuf,
+    },
+    /// Resume a paused VM.
+    Resume {
+        /// The VM's control socket.
+        socket: PathBuf,
+    },
+    /// Write a running VM's snapshot: its ABI, vCPUs, interrupt controllers, clock,
+    /// devices and memory, in one versioned file that `vmc run FILE --restore` reads.
+    /// The VM is paused while it is written and then goes on (a paused VM stays paused).
+    Snapshot {
+        /// The VM's control socket.
+        socket: PathBuf,
+        /// The snapshot file; replaced atomically (nothing appears under the name unless
+        /// the whole snapshot was written).
+        #[arg(short, long, value_name = "SNAPSHOT")]
+        output: PathBuf,
+    },
+    /// Move a running VM to another host, live: the destination runs `vmc run FILE
+    /// --incoming ADDRESS` with its own document. The ABI hashes are compared before any
+    /// state moves: on a difference both sides print the values that differ and the VM
+    /// runs on here (exit 2). On success the source exits 0 and this prints the bytes
+    /// sent, the rounds, the downtime and the total time.
+    Migrate {
+        /// The VM's control socket.
+        socket: PathBuf,
+        /// The destination: unix:PATH or tcp:HOST:PORT.
+        #[arg(long, value_name = "ADDRESS")]
+        to: String,
+        #[arg(long)]
+        json: bool,
     },
     /// Write vmc's self-test guest, a tiny PVH kernel that drives its virtio-net device
     /// and reports on the serial port (see specs/selftest.kdl).
@@ -383,7 +443,19 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Probe { name, json } => probe(&name, json),
-        Command::Run { file, paths, stats } => run_vm(&file, &paths, stats),
+        Command::Run {
+            file,
+            paths,
+            stats,
+            api_sock,
+            restore,
+            incoming,
+        } => run_vm(&file, &paths, stats, api_sock, restore, incoming),
+        Command::Status { socket, json } => control::status(&socket, json),
+        Command::Pause { socket } => control::simple(&socket, "pause"),
+        Command::Resume { socket } => control::simple(&socket, "resume"),
+        Command::Snapshot { socket, output } => control::snapshot(&socket, &output),
+        Command::Migrate { socket, to, json } => control::migrate(&socket, &to, json),
         Command::SelftestGuest { output } => {
             let image = vmc_runtime::selftest::build_image()
                 .map_err(|e| Failure::Message(format!("cannot assemble the self-test guest: {e}")))?;
