@@ -13,7 +13,8 @@
 //! One snapshot or migration at a time: a second is refused while one is under way
 //! (`"busy"`). A paused VM stays paused through a snapshot; a refused or failed
 //! migration leaves the VM as it was. The socket file is created when the VM is built
-//! (a path that exists is refused: nothing is removed) and removed when it stops.
+//! (a path that exists is refused: nothing is removed), mode 0600, and removed when it
+//! stops.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
@@ -78,6 +79,9 @@ impl ApiServer {
             ));
         }
         let listener = UnixListener::bind(path)?;
+        // Whoever can connect can snapshot the guest's memory to a file of their
+        // choosing, as this process's user: only that user may.
+        std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
         listener.set_nonblocking(true)?;
         let shared = Arc::new(Shared {
             vm,
