@@ -143,20 +143,100 @@ fn compile_spec(
     })?)
 }
 
-pub(crate) fn run_vm(
+/// `vmc run`'s flags besides the file.
+pub(crate) struct RunFlags {
+    pub stats: bool,
+    pub api_sock: Option<PathBuf>,
+    pub restore: Option<PathBuf>,
+    pub incoming: Option<String>,
+    pub seccomp: String,
+    pub user: Option<String>,
+    pub timeout: Option<String>,
+    pub exit_status: Option<PathBuf>,
+}
+
+/// A duration on the command line: seconds, or a number with ms, s, m or h.
+pub(crate) fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("`{s}` is not a duration (for example 30, 500ms, 30s, 5m, 1h)");
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((s, ""), |i| s.split_at(i));
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(bad()),
+    };
+    if !seconds.is_finite() || seconds <= 0.0 || seconds > 1e9 {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
+pub(crate) fn run_vm(file: &Path, paths: &PlatformPaths, flags: &RunFlags) -> Result<u8, Failure> {
+    let exit_status = flags
+        .exit_status
+        .as_deref()
+        .map(|p| vmc_runtime::host::files::OutputTarget::resolve(p).map_err(|e| Failure::Message(e.to_string())))
+        .transpose()?;
+    let result = run_vm_inner(file, paths, flags);
+    if let Some(target) = exit_status {
+        let line = match &result {
+            Ok((code, reason)) => {
+                let (by, why) = reason.describe();
+                let mut v = serde_json::json!({"ended_by": by, "reason": why, "exit_code": code});
+                match reason {
+                    vmc_runtime::vm::StopReason::DebugExit(g) => v["guest_code"] = (*g).into(),
+                    vmc_runtime::vm::StopReason::Signal(n) => v["signal"] = (*n).into(),
+                    _ => {}
+                }
+                v
+            }
+            Err(f) => serde_json::json!({
+                "ended_by": "vmc",
+                "reason": "error",
+                "exit_code": crate::EXIT_ERROR,
+                "error": match f {
+                    Failure::Message(m) => m.clone(),
+                    Failure::Problems(p) => p.to_string(),
+                    Failure::Stdout(e) => e.to_string(),
+                },
+            }),
+        };
+        if let Err(e) = target.write(format!("{line}\n").as_bytes()) {
+            errln!("vmc: cannot write the exit status: {e}");
+        }
+    }
+    result.map(|(code, _)| code)
+}
+
+fn run_vm_inner(
     file: &Path,
     paths: &PlatformPaths,
-    stats: bool,
-    api_sock: Option<PathBuf>,
-    restore: Option<PathBuf>,
-    incoming: Option<String>,
-) -> Result<u8, Failure> {
+    flags: &RunFlags,
+) -> Result<(u8, vmc_runtime::vm::StopReason), Failure> {
     use vmc_runtime::run::{RunOptions, Start};
-    let start = match (restore, incoming) {
-        (Some(snapshot), _) => Start::Restore(snapshot),
+    let stats = flags.stats;
+    let start = match (&flags.restore, &flags.incoming) {
+        (Some(snapshot), _) => Start::Restore(snapshot.clone()),
         (None, Some(address)) => Start::Incoming(address.parse().map_err(Failure::Message)?),
         (None, None) => Start::Boot,
     };
+    let seccomp = flags.seccomp.parse().map_err(Failure::Message)?;
+    let user = flags
+        .user
+        .as_deref()
+        .map(vmc_runtime::confine::parse_user)
+        .transpose()
+        .map_err(Failure::Message)?;
+    let timeout = flags
+        .timeout
+        .as_deref()
+        .map(parse_duration)
+        .transpose()
+        .map_err(Failure::Message)?;
     // First of all: a stop signal from now on ends the run cleanly (the runtime checks
     // between start-up steps), however long probing, compiling or reading takes.
     vmc_runtime::vm::control::install_stop_signal_handlers()
@@ -180,7 +260,10 @@ pub(crate) fn run_vm(
     warn_memory(&doc, &host);
     let options = RunOptions {
         start,
-        api_sock,
+        seccomp,
+        user,
+        timeout,
+        api_sock: flags.api_sock.clone(),
         progress: Some(Box::new(|line: &str| errln!("vmc: {line}"))),
     };
     let report = vmc_runtime::run::run_with(
@@ -191,8 +274,13 @@ pub(crate) fn run_vm(
         &options,
     )
     .map_err(|e| Failure::Message(e.to_string()))?;
-    if report.outcome.reason == vmc_runtime::vm::StopReason::Migrated {
-        errln!("vmc: the VM migrated: it runs on the destination now");
+    match report.outcome.reason {
+        vmc_runtime::vm::StopReason::Migrated => errln!("vmc: the VM migrated: it runs on the destination now"),
+        vmc_runtime::vm::StopReason::ConsoleClosed => {
+            errln!("vmc: the console's reader went away (its pipe closed): the VM was stopped")
+        }
+        vmc_runtime::vm::StopReason::Timeout => errln!("vmc: the guest ran past --timeout: the VM was stopped"),
+        _ => {}
     }
     let code = report.outcome.reason.exit_code();
     if stats {
@@ -219,5 +307,5 @@ pub(crate) fn run_vm(
             errln!("vmc: {id}: {counters}");
         }
     }
-    Ok(u8::try_from(code).unwrap_or(u8::MAX))
+    Ok((u8::try_from(code).unwrap_or(u8::MAX), report.outcome.reason))
 }

@@ -157,12 +157,20 @@ enum Command {
     /// still run, its memory overcommitted).
     Check { file: PathBuf },
     /// Execute FILE on KVM, exactly as the document says, or refuse before creating
-    /// anything. A spec (.kdl) is compiled for this host first. Exits with the guest's
-    /// exit code (debug-exit port 0xf4; 128+N when stopped by signal N).
+    /// anything. A spec (.kdl) is compiled for this host first.
     ///
     /// Refuses (exit 2) when this host lacks a capability the document needs, or when
     /// one could not be measured (no access to /dev/kvm or /dev/net/tun); warns on
     /// stderr when the guest's memory is more than this host's RAM.
+    ///
+    /// EXIT STATUS: N the guest wrote N to the debug-exit port 0xf4 (so 0 is the guest's
+    /// success); 0 the guest reset through the i8042, or the VM migrated away; 3 the guest
+    /// triple-faulted; 2 vmc refused or failed (message on stderr); 124 --timeout passed;
+    /// 128+N stopped by signal N (130 SIGINT, 143 SIGTERM); 141 the console's reader went
+    /// away (the VM is stopped, as any program writing to a closed pipe); 159 a seccomp
+    /// stop (128+SIGSYS; the call is named on stderr). A guest can write any value, 2
+    /// and 124 included: --exit-status FILE tells them apart.
+    #[command(verbatim_doc_comment)]
     Run {
         file: PathBuf,
         #[command(flatten)]
@@ -186,6 +194,26 @@ enum Command {
         /// values that differ.
         #[arg(long, value_name = "ADDRESS")]
         incoming: Option<String>,
+        /// Seccomp filters for vmc's threads once the VM is built, one allowlist per
+        /// role (main, vcpu, net, api): `enforce` stops vmc (exit 159, naming the call)
+        /// at a system call outside the role's list; `log` names it on stderr and lets it
+        /// through; `off` installs none.
+        #[arg(long, value_name = "MODE", default_value = "enforce")]
+        seccomp: String,
+        /// Drop to this user and group (numbers) once /dev/kvm, the TAPs and the control
+        /// socket are open: no supplementary groups, no capabilities. A TAP vmc created
+        /// still goes away at the end; the control socket is given to that user.
+        #[arg(long, value_name = "UID[:GID]")]
+        user: Option<String>,
+        /// Stop the guest after this long (exit 124): a number of seconds, or with a
+        /// unit: 500ms, 30s, 5m, 1h.
+        #[arg(long, value_name = "DURATION")]
+        timeout: Option<String>,
+        /// Write one JSON line to FILE at the end, saying who ended the run and why:
+        /// {"ended_by":"guest"|"host"|"vmc","reason":…,"exit_code":N, …}; so a script can
+        /// tell the guest's own exit code from vmc's failure (see EXIT STATUS).
+        #[arg(long, value_name = "FILE")]
+        exit_status: Option<PathBuf>,
     },
     /// Ask a running VM (`vmc run --api-sock PATH`) for its state: running, paused,
     /// snapshotting or migrating, with its ABI hash.
@@ -450,7 +478,24 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             api_sock,
             restore,
             incoming,
-        } => run_vm(&file, &paths, stats, api_sock, restore, incoming),
+            seccomp,
+            user,
+            timeout,
+            exit_status,
+        } => run_vm(
+            &file,
+            &paths,
+            &commands::RunFlags {
+                stats,
+                api_sock,
+                restore,
+                incoming,
+                seccomp,
+                user,
+                timeout,
+                exit_status,
+            },
+        ),
         Command::Status { socket, json } => control::status(&socket, json),
         Command::Pause { socket } => control::simple(&socket, "pause"),
         Command::Resume { socket } => control::simple(&socket, "resume"),

@@ -3,6 +3,7 @@
 //! The runtime depends on the compiler's ABI types, never the other way round.
 
 pub mod boot;
+pub mod confine;
 pub mod devices;
 pub mod host;
 pub mod migration;

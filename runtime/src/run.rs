@@ -68,6 +68,9 @@ pub enum RunError {
     /// The incoming migration failed or was refused; nothing ran.
     #[error(transparent)]
     Incoming(#[from] crate::migration::transfer::MigrationError),
+    /// Confinement (seccomp, dropping root) could not be set up; nothing ran.
+    #[error(transparent)]
+    Confine(#[from] crate::confine::ConfineError),
     /// The control socket could not be created; nothing ran.
     #[error("cannot create the control socket {path}: {source}")]
     ApiSocket {
@@ -93,6 +96,12 @@ pub enum Start {
 #[derive(Default)]
 pub struct RunOptions {
     pub start: Start,
+    /// The seccomp filters of vmc's threads (see [`crate::confine`]).
+    pub seccomp: crate::confine::SeccompMode,
+    /// Drop to this user and group once the VM is built.
+    pub user: Option<(u32, u32)>,
+    /// Stop the guest with [`StopReason::Timeout`] after this long.
+    pub timeout: Option<Duration>,
     /// Serve the control socket here (see [`crate::migration::api`]).
     pub api_sock: Option<std::path::PathBuf>,
     /// Told of each step worth a line on the terminal ("waiting for a migration on …").
@@ -266,7 +275,7 @@ pub fn run_with(
     if let Some(report) = stopped(&[]) {
         return Ok(report);
     }
-    let first_output = FirstByte::new(console, start);
+    let first_output = FirstByte::new(console, start, vm.control());
     let first_output_at = first_output.seen.clone();
     vm.add_legacy_devices(Box::new(first_output))?;
     let mut counters = Vec::new();
@@ -307,17 +316,36 @@ pub fn run_with(
         }
         (Start::Boot, None) => return Err(RunError::NoKernel),
     }
-    let _api = match &options.api_sock {
+    // Every filter is compiled before the first thread takes one.
+    crate::confine::configure(options.seccomp)?;
+    let api = match &options.api_sock {
         Some(path) => Some(
-            crate::migration::api::ApiServer::start(path, vm.handle(), doc.clone()).map_err(|source| {
-                RunError::ApiSocket {
-                    path: path.display().to_string(),
-                    source,
-                }
+            crate::migration::api::ApiServer::bind(path, options.user).map_err(|source| RunError::ApiSocket {
+                path: path.display().to_string(),
+                source,
             })?,
         ),
         None => None,
     };
+    // Everything that needs root is open: /dev/kvm, the TAPs, the control socket.
+    if let Some((uid, gid)) = options.user {
+        crate::confine::drop_privileges(uid, gid)?;
+        say(&format!("running as user {uid}, group {gid}, without capabilities"));
+    }
+    let _api = match api {
+        Some(bound) => Some(bound.serve(vm.handle(), doc.clone()).map_err(|source| {
+            RunError::ApiSocket {
+                path: options
+                    .api_sock
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                source,
+            }
+        })?),
+        None => None,
+    };
+    vm.set_time_limit(options.timeout);
     // The last look before the vCPUs start is Vm::run's own, with the same mark.
     let outcome = vm.run()?;
     let first_output = *first_output_at.lock().unwrap_or_else(|e| e.into_inner());
@@ -413,19 +441,23 @@ fn read_boot_file(what: &'static str, path: &str, memory: u64) -> Result<Vec<u8>
     }
 }
 
-/// A console writer that notes when the guest first wrote to it.
+/// A console writer that notes when the guest first wrote to it, and stops the VM when
+/// the console's reader goes away (a closed pipe: `vmc run … | head`), as any program
+/// writing to a closed pipe stops.
 struct FirstByte {
     out: Box<dyn Write + Send>,
     start: Instant,
     seen: std::sync::Arc<std::sync::Mutex<Option<Duration>>>,
+    control: Arc<crate::vm::RunControl>,
 }
 
 impl FirstByte {
-    fn new(out: Box<dyn Write + Send>, start: Instant) -> FirstByte {
+    fn new(out: Box<dyn Write + Send>, start: Instant, control: Arc<crate::vm::RunControl>) -> FirstByte {
         FirstByte {
             out,
             start,
             seen: Default::default(),
+            control,
         }
     }
 }
@@ -436,10 +468,25 @@ impl Write for FirstByte {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
             seen.get_or_insert_with(|| self.start.elapsed());
         }
-        self.out.write(buf)
+        let written = self.out.write(buf);
+        self.closed(written)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
+        let flushed = self.out.flush();
+        self.closed(flushed)
+    }
+}
+
+impl FirstByte {
+    /// Stops the VM if the console's reader is gone.
+    fn closed<T>(&self, result: std::io::Result<T>) -> std::io::Result<T> {
+        if result
+            .as_ref()
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+        {
+            self.control.request_stop(StopReason::ConsoleClosed);
+        }
+        result
     }
 }

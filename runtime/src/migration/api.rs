@@ -62,6 +62,55 @@ struct Shared {
     activity: Mutex<Activity>,
 }
 
+/// A control socket created, not yet served (see [`ApiServer::bind`]).
+pub struct BoundSocket {
+    /// Removed on drop unless the server took it over.
+    path: Option<PathBuf>,
+    listener: UnixListener,
+}
+
+impl Drop for BoundSocket {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+impl BoundSocket {
+    /// Serves requests for `vm` (built from `doc`) on its own thread, under the `api`
+    /// seccomp role.
+    pub fn serve(mut self, vm: VmHandle, doc: AbiDocument) -> io::Result<ApiServer> {
+        let shared = Arc::new(Shared {
+            vm,
+            doc,
+            activity: Mutex::new(Activity::Running),
+        });
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop_seen = stop.clone();
+        let listener = self.listener.try_clone()?;
+        let (ready, confined) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new().name("vmc-api".into()).spawn(move || {
+            let entered = crate::confine::enter(crate::confine::Role::Api);
+            let ok = entered.is_ok();
+            let _ = ready.send(entered);
+            if ok {
+                serve(&listener, &shared, &stop_seen);
+            }
+        })?;
+        let server = ApiServer {
+            path: self.path.take().unwrap_or_default(),
+            stop,
+            thread: Some(thread),
+        };
+        match confined.recv() {
+            Ok(Ok(())) => Ok(server),
+            Ok(Err(e)) => Err(io::Error::other(e.to_string())),
+            Err(_) => Err(io::Error::other("the control socket's thread ended at once")),
+        }
+    }
+}
+
 /// The control socket's server; stops (and removes the socket file) when dropped.
 pub struct ApiServer {
     path: PathBuf,
@@ -72,6 +121,12 @@ pub struct ApiServer {
 impl ApiServer {
     /// Creates the socket at `path` and serves requests for `vm` (built from `doc`).
     pub fn start(path: &Path, vm: VmHandle, doc: AbiDocument) -> io::Result<ApiServer> {
+        ApiServer::bind(path, None)?.serve(vm, doc)
+    }
+
+    /// Creates the socket at `path`, mode 0600, owned by `owner` (user, group) if given:
+    /// the user `vmc run --user` becomes, so that it can still be reached.
+    pub fn bind(path: &Path, owner: Option<(u32, u32)>) -> io::Result<BoundSocket> {
         if std::fs::symlink_metadata(path).is_ok() {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
@@ -81,23 +136,16 @@ impl ApiServer {
         let listener = UnixListener::bind(path)?;
         // Whoever can connect can snapshot the guest's memory to a file of their
         // choosing, as this process's user: only that user may.
+        let bound = BoundSocket {
+            path: Some(path.to_path_buf()),
+            listener,
+        };
         std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
-        listener.set_nonblocking(true)?;
-        let shared = Arc::new(Shared {
-            vm,
-            doc,
-            activity: Mutex::new(Activity::Running),
-        });
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stop_seen = stop.clone();
-        let thread = std::thread::Builder::new().name("vmc-api".into()).spawn(move || {
-            serve(&listener, &shared, &stop_seen);
-        })?;
-        Ok(ApiServer {
-            path: path.to_path_buf(),
-            stop,
-            thread: Some(thread),
-        })
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
+        }
+        bound.listener.set_nonblocking(true)?;
+        Ok(bound)
     }
 }
 

@@ -41,6 +41,10 @@ pub enum StopReason {
     Signal(i32),
     /// The VM moved to another host: the destination runs it now.
     Migrated,
+    /// It ran longer than its time limit (`vmc run --timeout`).
+    Timeout,
+    /// The console's reader went away (its pipe closed): nobody sees the guest any more.
+    ConsoleClosed,
 }
 
 impl StopReason {
@@ -57,9 +61,32 @@ impl StopReason {
             StopReason::Reset | StopReason::Stopped | StopReason::Halted | StopReason::Migrated => 0,
             StopReason::Shutdown => 3,
             StopReason::Signal(n) => 128 + n,
+            StopReason::Timeout => EXIT_TIMEOUT,
+            StopReason::ConsoleClosed => EXIT_CONSOLE_CLOSED,
+        }
+    }
+
+    /// Who ended the run: `guest`, `host` (vmc itself, or a signal), as `--exit-status`
+    /// reports it, and why, in one word.
+    pub fn describe(&self) -> (&'static str, &'static str) {
+        match self {
+            StopReason::DebugExit(_) => ("guest", "debug-exit"),
+            StopReason::Reset => ("guest", "reset"),
+            StopReason::Shutdown => ("guest", "triple-fault"),
+            StopReason::Halted => ("guest", "halted"),
+            StopReason::Stopped => ("host", "stopped"),
+            StopReason::Signal(_) => ("host", "signal"),
+            StopReason::Migrated => ("host", "migrated"),
+            StopReason::Timeout => ("host", "timeout"),
+            StopReason::ConsoleClosed => ("host", "console-closed"),
         }
     }
 }
+
+/// `vmc run`'s exit status when the guest ran past `--timeout` (as timeout(1)'s).
+pub const EXIT_TIMEOUT: i32 = 124;
+/// `vmc run`'s exit status when the console's reader went away: as if killed by SIGPIPE.
+pub const EXIT_CONSOLE_CLOSED: i32 = 128 + libc::SIGPIPE;
 
 /// The shared stop state of one VM.
 #[derive(Debug)]
@@ -225,8 +252,9 @@ impl RunControl {
         let _ = self.wake.write(1);
     }
 
-    /// Blocks until something asks the VM to stop (or a vCPU thread ends).
-    pub(crate) fn wait(&self, signals: &SignalRegistration) {
+    /// Blocks until something asks the VM to stop (or a vCPU thread ends), or until
+    /// `deadline`, which stops it with [`StopReason::Timeout`].
+    pub(crate) fn wait(&self, signals: &SignalRegistration, deadline: Option<Instant>) {
         let mut pfd = libc::pollfd {
             fd: self.wake.as_raw_fd(),
             events: libc::POLLIN,
@@ -239,8 +267,20 @@ impl RunControl {
             if self.is_stopping() {
                 return;
             }
+            let timeout = match deadline {
+                Some(at) => {
+                    let left = at.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        self.request_stop(StopReason::Timeout);
+                        continue;
+                    }
+                    // Rounded up, so the deadline is passed when poll returns.
+                    i32::try_from(left.as_millis() + 1).unwrap_or(i32::MAX)
+                }
+                None => -1,
+            };
             // SAFETY: one valid pollfd, and its count.
-            let ret = unsafe { libc::poll(&mut pfd, 1, -1) };
+            let ret = unsafe { libc::poll(&mut pfd, 1, timeout) };
             if ret > 0 {
                 let _ = self.wake.read();
             }

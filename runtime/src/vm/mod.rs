@@ -31,7 +31,9 @@ use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::signal::Killable;
 
 pub use self::bus::{Bus, BusDevice, BusError, SharedDevice};
-pub use self::control::{install_stop_signal_handlers, PauseError, RunControl, SignalMark, StopReason};
+pub use self::control::{
+    install_stop_signal_handlers, PauseError, RunControl, SignalMark, StopReason, EXIT_CONSOLE_CLOSED, EXIT_TIMEOUT,
+};
 pub use self::layout::MemoryError;
 pub use self::state::{StateError, VmHandle};
 pub use self::vcpu::ExitStats;
@@ -220,6 +222,8 @@ pub struct Vm {
     dirty: Arc<state::DirtyBitmap>,
     /// Stop signals after this mark stop the run; `None`: those from `run` on.
     signals_since: Option<SignalMark>,
+    /// How long `run` may run the guest.
+    time_limit: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Vm {
@@ -341,6 +345,7 @@ impl Vm {
             features,
             entry: None,
             signals_since: None,
+            time_limit: None,
         })
     }
 
@@ -364,6 +369,12 @@ impl Vm {
     /// not lost: the run then ends with [`StopReason::Signal`] before any vCPU starts.
     pub fn stop_on_signals_since(&mut self, mark: SignalMark) {
         self.signals_since = Some(mark);
+    }
+
+    /// Makes [`Vm::run`] stop the guest with [`StopReason::Timeout`] once it ran this
+    /// long.
+    pub fn set_time_limit(&mut self, limit: Option<std::time::Duration>) {
+        self.time_limit = limit;
     }
 
     /// The VM's stop control; [`RunControl::request_stop`] ends a run from any thread.
@@ -443,7 +454,11 @@ impl Vm {
         if self.ran {
             return Err(state::StateError::Mismatch("the VM has already run".into()));
         }
-        self.handle().restore(saved)?;
+        let handle = self.handle();
+        handle.restore(saved)?;
+        // The devices that were running run again (their workers start now; the vCPUs
+        // start with `run`).
+        handle.resume()?;
         self.restored = true;
         Ok(())
     }
@@ -529,8 +544,17 @@ impl Vm {
             self.control
                 .set_vcpu_threads(threads.iter().map(|h| h.as_pthread_t()).collect());
         }
+        let deadline = self.time_limit.map(|limit| std::time::Instant::now() + limit);
+        // This thread only waits and takes the VM down from here: its own filter.
+        if let Err(e) = crate::confine::enter(crate::confine::Role::Main) {
+            spawn_error.get_or_insert(VmError::Host {
+                what: "seccomp filter of the main thread",
+                source: std::io::Error::other(e.to_string()),
+            });
+            self.control.begin_stop();
+        }
         if spawn_error.is_none() {
-            self.control.wait(&signals);
+            self.control.wait(&signals, deadline);
         }
         self.control.begin_stop();
         // No pause may kick a thread once it can be joined.

@@ -177,6 +177,10 @@ impl VcpuRunner {
             }
         }
         let _guard = EndGuard(self.control.clone());
+        crate::confine::enter(crate::confine::Role::Vcpu).map_err(|e| VmError::Host {
+            what: "seccomp filter of a vCPU thread",
+            source: std::io::Error::other(e.to_string()),
+        })?;
         let vcpu = self.vcpu.clone();
         let mut stats = ExitStats::default();
         loop {
