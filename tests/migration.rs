@@ -10,134 +10,14 @@
 mod common;
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::net::UnixListener;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::NetNs;
+use support::vmm::{counts, last_count, Vmm, LIMIT};
 use support::{require_host_access, stderr, stdout, vmc, Scratch};
 use vmc_runtime::migration::{Answer, Header, RecordWriter, STREAM_MAGIC};
-
-const LIMIT: Duration = Duration::from_secs(60);
-
-/// A `vmc run` in a namespace, its stdout and stderr collected apart as they come.
-struct Vmm {
-    child: Child,
-    out: Arc<Mutex<String>>,
-    err: Arc<Mutex<String>>,
-}
-
-impl Vmm {
-    fn start(ns: &NetNs, args: &[&str]) -> Vmm {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", ns.name(), env!("CARGO_BIN_EXE_vmc"), "run"])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start vmc run");
-        let collect = |stream: Box<dyn Read + Send>| {
-            let sink = Arc::new(Mutex::new(String::new()));
-            let s = sink.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream);
-                let mut buf = Vec::new();
-                // Byte-exact, partial lines included: a restore may continue mid-line.
-                while reader.read_until(b'\n', &mut buf).unwrap_or(0) > 0 {
-                    s.lock().unwrap().push_str(&String::from_utf8_lossy(&buf));
-                    buf.clear();
-                }
-            });
-            sink
-        };
-        let out = collect(Box::new(child.stdout.take().unwrap()));
-        let err = collect(Box::new(child.stderr.take().unwrap()));
-        Vmm { child, out, err }
-    }
-
-    fn out(&self) -> String {
-        self.out.lock().unwrap().clone()
-    }
-
-    fn err(&self) -> String {
-        self.err.lock().unwrap().clone()
-    }
-
-    fn both(&self) -> String {
-        format!("stdout:\n{}\nstderr:\n{}", tail(&self.out()), self.err())
-    }
-
-    /// Waits until `done` holds for (stdout, stderr).
-    fn wait_until(&mut self, what: &str, done: impl Fn(&str, &str) -> bool) {
-        let deadline = Instant::now() + LIMIT;
-        while !done(&self.out(), &self.err()) {
-            assert!(Instant::now() < deadline, "no {what} within {LIMIT:?}\n{}", self.both());
-            if let Some(status) = self.child.try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(100));
-                if !done(&self.out(), &self.err()) {
-                    panic!("vmc run ended ({status}) before {what}\n{}", self.both());
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn wait_for_count(&mut self, n: u64) {
-        self.wait_until(&format!("count {n}"), |out, _| last_count(out) >= n);
-    }
-
-    fn terminate(&self) {
-        // `ip netns exec` execs vmc: the child is vmc itself.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-    }
-
-    /// Waits for the exit; returns the exit code.
-    fn wait(&mut self) -> Option<i32> {
-        let deadline = Instant::now() + LIMIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // The readers drain what was written before the exit.
-                std::thread::sleep(Duration::from_millis(100));
-                return status.code();
-            }
-            assert!(Instant::now() < deadline, "vmc run did not exit\n{}", self.both());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Vmm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(8)..].join("\n")
-}
-
-/// Every count the guest printed, in order.
-fn counts(text: &str) -> Vec<u64> {
-    text.split("selftest: count ")
-        .skip(1)
-        .filter_map(|rest| {
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            // Only whole lines: the last may have been cut by the end of a run.
-            rest[digits.len()..]
-                .starts_with('\n')
-                .then(|| digits.parse().ok())
-                .flatten()
-        })
-        .collect()
-}
-
-fn last_count(text: &str) -> u64 {
-    counts(text).last().copied().unwrap_or(0)
-}
 
 /// The counts are 1, 2, 3, … n.
 fn assert_continuous(text: &str, at_least: u64) {
@@ -208,7 +88,7 @@ fn a_restored_snapshot_continues_the_count_and_bad_snapshots_are_refused() {
     let sock = s.path("api.sock").display().to_string();
     let snap = s.path("vm.snap").display().to_string();
 
-    let mut source = Vmm::start(&ns, &[&abi, "--api-sock", &sock]);
+    let mut source = Vmm::start(ns.name(), &[&abi, "--api-sock", &sock]);
     source.wait_for_count(40);
     assert_eq!(ok(&vmc(&["pause", &sock])).trim(), "paused");
     let status = ok(&vmc(&["status", &sock]));
@@ -233,7 +113,7 @@ fn a_restored_snapshot_continues_the_count_and_bad_snapshots_are_refused() {
     let before = source.out();
     assert!(!s.path("api.sock").exists(), "the control socket is removed at the end");
 
-    let mut restored = Vmm::start(&ns, &[&abi, "--restore", &snap]);
+    let mut restored = Vmm::start(ns.name(), &[&abi, "--restore", &snap]);
     let stopped_at = last_count(&before);
     restored.wait_for_count(stopped_at + 30);
     restored.terminate();
@@ -285,7 +165,7 @@ fn a_restored_snapshot_continues_the_count_and_bad_snapshots_are_refused() {
         ),
     ];
     for (file, document, expected) in &cases {
-        let mut vmm = Vmm::start(&ns, &[document, "--restore", file]);
+        let mut vmm = Vmm::start(ns.name(), &[document, "--restore", file]);
         assert_eq!(vmm.wait(), Some(2), "{file}: {}", vmm.both());
         for e in *expected {
             assert!(vmm.err().contains(e), "{file}: no `{e}` in\n{}", vmm.err());
@@ -333,9 +213,9 @@ fn a_live_migration_over_tcp_continues_the_count_on_the_destination() {
     let abi = abi_for_69(&s);
     let (a, b) = two_hosts();
     let sock = s.path("api.sock").display().to_string();
-    let mut destination = Vmm::start(&b, &[&abi, "--incoming", "tcp:10.77.0.2:4444"]);
+    let mut destination = Vmm::start(b.name(), &[&abi, "--incoming", "tcp:10.77.0.2:4444"]);
     destination.wait_until("listening", |_, err| err.contains("waiting for a migration"));
-    let mut source = Vmm::start(&a, &[&abi, "--api-sock", &sock]);
+    let mut source = Vmm::start(a.name(), &[&abi, "--api-sock", &sock]);
     source.wait_for_count(40);
 
     let report = ok(&vmc(&["migrate", &sock, "--to", "tcp:10.77.0.2:4444"]));
@@ -372,9 +252,9 @@ fn a_migration_to_a_different_abi_is_refused_and_the_source_keeps_running() {
     let (abi_69, abi_515) = (abi_for_69(&s), count_abi(&s, "linux-5.15", None));
     let (a, b) = two_hosts();
     let sock = s.path("api.sock").display().to_string();
-    let mut destination = Vmm::start(&b, &[&abi_515, "--incoming", "tcp:10.77.0.2:4444"]);
+    let mut destination = Vmm::start(b.name(), &[&abi_515, "--incoming", "tcp:10.77.0.2:4444"]);
     destination.wait_until("listening", |_, err| err.contains("waiting for a migration"));
-    let mut source = Vmm::start(&a, &[&abi_69, "--api-sock", &sock]);
+    let mut source = Vmm::start(a.name(), &[&abi_69, "--api-sock", &sock]);
     source.wait_for_count(20);
 
     let line = "devices.net0.host-uso: #true (platform linux-6.9) -> #false (platform linux-5.15)";
@@ -414,7 +294,7 @@ fn migration_faults_leave_the_source_running_and_are_named() {
     let abi = abi_for_69(&s);
     let ns = NetNs::create();
     let sock = s.path("api.sock").display().to_string();
-    let mut source = Vmm::start(&ns, &[&abi, "--api-sock", &sock]);
+    let mut source = Vmm::start(ns.name(), &[&abi, "--api-sock", &sock]);
     source.wait_for_count(20);
     let still_counting = |source: &mut Vmm| {
         let now = last_count(&source.out());
@@ -500,7 +380,10 @@ fn migration_faults_leave_the_source_running_and_are_named() {
         ("cut", STREAM_MAGIC[..5].to_vec(), "not a vmc migration stream"),
     ] {
         let address = s.path(&format!("{name}.sock"));
-        let mut destination = Vmm::start(&other, &[&abi, "--incoming", &format!("unix:{}", address.display())]);
+        let mut destination = Vmm::start(
+            other.name(),
+            &[&abi, "--incoming", &format!("unix:{}", address.display())],
+        );
         destination.wait_until("listening", |_, err| err.contains("waiting for a migration"));
         let mut stream = std::os::unix::net::UnixStream::connect(&address).unwrap();
         let _ = stream.write_all(&bytes);
@@ -513,7 +396,10 @@ fn migration_faults_leave_the_source_running_and_are_named() {
     // A source that hangs up in the middle of memory, after an accepted header: the
     // destination refuses to start a guest from half a state.
     let address = s.path("midway.sock");
-    let mut destination = Vmm::start(&other, &[&abi, "--incoming", &format!("unix:{}", address.display())]);
+    let mut destination = Vmm::start(
+        other.name(),
+        &[&abi, "--incoming", &format!("unix:{}", address.display())],
+    );
     destination.wait_until("listening", |_, err| err.contains("waiting for a migration"));
     let stream = std::os::unix::net::UnixStream::connect(&address).unwrap();
     let mut w = RecordWriter::start(stream.try_clone().unwrap(), STREAM_MAGIC).unwrap();
@@ -538,7 +424,7 @@ fn migration_faults_leave_the_source_running_and_are_named() {
     let abi_v4 = count_abi(&s, "linux-6.9", Some("x86-64-v4"));
     let check = vmc(&["check", &abi_v4]);
     if check.status.code() == Some(1) {
-        let mut destination = Vmm::start(&other, &[&abi_v4, "--incoming", "tcp:127.0.0.1:4445"]);
+        let mut destination = Vmm::start(other.name(), &[&abi_v4, "--incoming", "tcp:127.0.0.1:4445"]);
         assert_eq!(destination.wait(), Some(2));
         assert!(
             destination.err().contains("this host cannot run this ABI"),

@@ -80,94 +80,39 @@ impl Role {
     }
 
     /// The system calls the role may make.
+    #[rustfmt::skip]
     pub fn allowed(self) -> Vec<Sysno> {
         use Sysno::*;
         // Every thread: memory for Rust's allocator, locks, signals (the kick and stop
         // handlers return through rt_sigreturn), time, writing a message, ending.
         let mut calls = vec![
-            brk,
-            mmap,
-            munmap,
-            mremap,
-            madvise,
-            mprotect,
-            futex,
-            rt_sigreturn,
-            rt_sigprocmask,
-            sigaltstack,
-            clock_gettime,
-            clock_nanosleep,
-            nanosleep,
-            sched_yield,
-            getpid,
-            gettid,
-            write,
-            writev,
-            close,
-            exit,
-            exit_group,
-            restart_syscall,
+            brk, mmap, munmap, mremap, madvise, mprotect, futex, rt_sigreturn, rt_sigprocmask,
+            sigaltstack, clock_gettime, clock_nanosleep, nanosleep, sched_yield, getpid, gettid,
+            write, writev, close, exit, exit_group, restart_syscall,
         ];
         // Starting a thread (the standard library's spawn).
-        let spawn = [
-            clone,
-            clone3,
-            set_robust_list,
-            rseq,
-            sched_getaffinity,
-            prctl,
-            getrandom,
+        let spawn = [clone, clone3, set_robust_list, rseq, sched_getaffinity, prctl, getrandom];
+        // Writing a file safely (see host::files): the exit status, a snapshot.
+        let files = [
+            openat, fstat, statx, newfstatat, lseek, fsync, fdatasync, fchmod, fchown, rename,
+            renameat, renameat2, unlink, unlinkat, readlink, getuid, getgid, geteuid, getcwd,
         ];
         calls.extend(match self {
-            Role::Main => vec![
-                // Waiting, being woken, kicking and joining the vCPUs.
-                poll,
-                ppoll,
-                read,
-                tgkill,
-                rt_sigaction,
-                // Taking the VM down: the TAP (ioctl, and a netlink request to remove
-                // it), the control socket, the counters.
-                ioctl,
-                unlink,
-                socket,
-                bind,
-                sendto,
-                recvfrom,
-                getsockname,
-                fcntl,
-                // The exit status file, written safely (see host::files).
-                openat,
-                fstat,
-                statx,
-                newfstatat,
-                lseek,
-                fsync,
-                fchmod,
-                fchown,
-                rename,
-                renameat,
-                renameat2,
-                getuid,
-                getgid,
-                geteuid,
-            ],
+            Role::Main => {
+                let mut v = vec![
+                    // Waiting, being woken, kicking and joining the vCPUs.
+                    poll, ppoll, read, tgkill, rt_sigaction,
+                    // Taking the VM down: the TAP (ioctl, and a netlink request to
+                    // remove it), the control socket, the counters.
+                    ioctl, socket, bind, sendto, recvfrom, getsockname, fcntl,
+                ];
+                v.extend(files);
+                v
+            }
             Role::Vcpu => {
                 let mut v = vec![
-                    ioctl,
-                    read,
-                    poll,
-                    ppoll,
-                    epoll_create1,
-                    epoll_ctl,
-                    eventfd2,
-                    dup,
-                    fcntl,
-                    openat,
-                    fstat,
-                    statx,
-                    newfstatat,
-                    tgkill,
+                    ioctl, read, poll, ppoll, epoll_create1, epoll_ctl, eventfd2, dup, fcntl,
+                    openat, fstat, statx, newfstatat, tgkill,
                 ];
                 v.extend(spawn);
                 // A network device's worker starts on the vCPU thread whose register
@@ -179,53 +124,15 @@ impl Role {
             Role::Api => {
                 let mut v = vec![
                     // The control socket and its clients.
-                    accept,
-                    accept4,
-                    poll,
-                    ppoll,
-                    read,
-                    recvfrom,
-                    sendto,
-                    shutdown,
-                    setsockopt,
-                    getsockopt,
-                    fcntl,
+                    accept, accept4, poll, ppoll, read, recvfrom, sendto, shutdown, setsockopt,
+                    getsockopt, fcntl,
                     // Migration streams: connecting and listening.
-                    socket,
-                    connect,
-                    bind,
-                    listen,
-                    getsockname,
-                    getpeername,
-                    // Snapshot files, written safely (see host::files).
-                    openat,
-                    fstat,
-                    statx,
-                    newfstatat,
-                    lseek,
-                    fsync,
-                    fdatasync,
-                    fchmod,
-                    fchown,
-                    rename,
-                    renameat,
-                    renameat2,
-                    linkat,
-                    unlink,
-                    unlinkat,
-                    readlink,
-                    getuid,
-                    getgid,
-                    geteuid,
+                    socket, connect, bind, listen, getsockname, getpeername,
                     // Pausing and saving the VM; restarting a device's worker, which is
                     // then held to this list too.
-                    ioctl,
-                    tgkill,
-                    epoll_create1,
-                    epoll_ctl,
-                    eventfd2,
-                    dup,
+                    ioctl, tgkill, epoll_create1, epoll_ctl, eventfd2, dup, linkat,
                 ];
+                v.extend(files);
                 v.extend(spawn);
                 v.extend(Role::Net.allowed());
                 v

@@ -106,6 +106,16 @@ pub mod cmdline_keys {
     pub const SPIN: &str = "selftest.spin";
     /// `selftest.hlt`: after passing, execute `hlt`.
     pub const HLT: &str = "selftest.hlt";
+    /// `selftest.triple-fault`: after passing, fault with no usable IDT (an empty one
+    /// loaded, then `ud2`): #UD, #GP, double fault, triple fault. The VMM sees a
+    /// shutdown.
+    pub const TRIPLE_FAULT: &str = "selftest.triple-fault";
+    /// `selftest.scribble`: before passing, write arbitrary values to every register of
+    /// the network device's virtio-mmio slot (all 512 bytes, 32 bits at a time, then
+    /// single bytes into its configuration space) and to COM1's 8 ports, and read them
+    /// all back; `selftest: scribble done` after. What the devices make of it is theirs
+    /// to decide (ignore, refuse, ask for a reset); the VMM must go on.
+    pub const SCRIBBLE: &str = "selftest.scribble";
 
     // Count mode (see the module docs and `count.rs`).
 

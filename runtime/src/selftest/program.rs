@@ -61,6 +61,8 @@ pub fn emit(g: &mut GuestAsm) -> Result<(), IcedError> {
     probe_virtio_mmio(g, &vars)?;
     net::emit(g, vars.cmdline, vars.net_base)?;
     if_flag(g, &vars, keys::GARBAGE, poke_garbage)?;
+    let net_base = vars.net_base;
+    if_flag(g, &vars, keys::SCRIBBLE, |g| scribble(g, net_base))?;
     if_flag(g, &vars, keys::IRQ, check_serial_irq)?;
     count::emit(g, vars.cmdline, vars.net_base)?;
     g.print("selftest: pass\n")?;
@@ -72,6 +74,14 @@ pub fn emit(g: &mut GuestAsm) -> Result<(), IcedError> {
     })?;
     if_flag(g, &vars, keys::SPIN, |g| {
         g.print("selftest: spinning\n")?;
+        g.spin()
+    })?;
+    if_flag(g, &vars, keys::TRIPLE_FAULT, |g| {
+        g.print("selftest: triple fault\n")?;
+        let empty_idt = g.data(&[0u8; 6]);
+        let a = g.asm();
+        a.lidt(ptr(empty_idt))?;
+        a.ud2()?;
         g.spin()
     })?;
     if_flag(g, &vars, keys::HLT, |g| {
@@ -266,6 +276,52 @@ fn poke_garbage(g: &mut GuestAsm) -> Result<(), IcedError> {
         g.asm().mov(al, byte_ptr(edi + 3))?;
     }
     g.print("selftest: garbage done\n")
+}
+
+/// Writes arbitrary values (the offset times a large odd number, so every register
+/// sees a different one) to every 32-bit register of the network device's slot, single
+/// bytes into its configuration space, and every COM1 port; reads each back.
+fn scribble(g: &mut GuestAsm, net_base: u32) -> Result<(), IcedError> {
+    let mut no_device = g.label();
+    let mut next = g.label();
+    let mut next_byte = g.label();
+    let a = g.asm();
+    a.mov(edi, dword_ptr(net_base))?;
+    a.test(edi, edi)?;
+    a.jz(no_device)?;
+    a.xor(ecx, ecx)?;
+    g.bind(&mut next)?;
+    let a = g.asm();
+    a.imul_3(eax, ecx, 0x9e37_79b9u32 as i32)?;
+    a.mov(dword_ptr(edi + ecx), eax)?;
+    a.mov(eax, dword_ptr(edi + ecx))?;
+    a.add(ecx, 4)?;
+    a.cmp(ecx, 0x200)?;
+    a.jb(next)?;
+    a.mov(ecx, 0x100)?;
+    g.bind(&mut next_byte)?;
+    let a = g.asm();
+    a.imul_3(eax, ecx, 0x6bu32 as i32)?;
+    a.mov(byte_ptr(edi + ecx), al)?;
+    a.mov(al, byte_ptr(edi + ecx))?;
+    a.inc(ecx)?;
+    a.cmp(ecx, 0x200)?;
+    a.jb(next_byte)?;
+    g.bind(&mut no_device)?;
+    let a = g.asm();
+    // COM1 last: its line control and divisor change under the console, which still
+    // prints (vm-superio writes every byte it is given).
+    for (i, port) in (super::asm::COM1..super::asm::COM1 + 8).enumerate() {
+        a.mov(dx, port)?;
+        a.mov(al, (0x35 * i as u32 + 0x11) & 0xff)?;
+        a.out(dx, al)?;
+        a.in_(al, dx)?;
+    }
+    // Back to 8 data bits, divisor latch off, so the rest prints as before.
+    a.mov(dx, super::asm::COM1 + 3)?;
+    a.mov(al, 0x03u32)?;
+    a.out(dx, al)?;
+    g.print("selftest: scribble done\n")
 }
 
 /// Enables COM1's "transmitter empty" interrupt through the legacy PIC and checks
