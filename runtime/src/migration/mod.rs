@@ -499,6 +499,78 @@ mod tests {
         assert!(e.contains("format version 2") && e.contains("newer vmc"), "{e}");
     }
 
+    /// The machine state's encoding in format version 1, frozen: a field added, removed
+    /// or reordered changes it, and then the format version must change too (with a
+    /// reader for version 1 kept).
+    #[test]
+    fn the_machine_state_of_format_version_1_does_not_change() {
+        use crate::devices::serial::SerialSnapshot;
+        use crate::devices::virtio::{QueueSnapshot, TransportSnapshot};
+        use crate::vm::state::{FpuState, IrqchipState, VcpuState};
+        let state = MachineState {
+            vcpus: vec![VcpuState {
+                regs: Default::default(),
+                sregs: Default::default(),
+                fpu: FpuState::from(&kvm_bindings::kvm_fpu::default()),
+                xsave: Some(Default::default()),
+                xcrs: Some(Default::default()),
+                debugregs: Default::default(),
+                lapic: Some(Default::default()),
+                msrs: vec![(0x10, 1)],
+                mp_state: Default::default(),
+                events: Default::default(),
+            }],
+            irqchip: Some(IrqchipState {
+                pic_master: Default::default(),
+                pic_slave: Default::default(),
+                ioapic: Default::default(),
+            }),
+            pit: Some(Default::default()),
+            clock: Default::default(),
+            serial: Some(SerialSnapshot {
+                baud_divisor_low: 1,
+                baud_divisor_high: 0,
+                interrupt_enable: 0,
+                interrupt_identification: 1,
+                line_control: 3,
+                line_status: 0x60,
+                modem_control: 8,
+                modem_status: 0xb0,
+                scratch: 0,
+                in_buffer: vec![b'x'],
+            }),
+            net: vec![(
+                "net0".into(),
+                TransportSnapshot {
+                    offered_features: 1 << 32,
+                    status: 15,
+                    driver_features: 1 << 32,
+                    device_features_sel: 0,
+                    driver_features_sel: 1,
+                    queue_sel: 1,
+                    interrupt_status: 1,
+                    needs_reset: false,
+                    queues: vec![QueueSnapshot {
+                        size: 256,
+                        ready: true,
+                        desc: 0x20_0000,
+                        driver: 0x20_1000,
+                        device: 0x20_2000,
+                        progress: Some((3, 3)),
+                    }],
+                },
+            )],
+        };
+        let bytes = postcard::to_stdvec(&state).unwrap();
+        assert_eq!(
+            (bytes.len(), blake3::hash(&bytes).to_hex().to_string()),
+            (8359, "98425612286fabbce4341a0c63165b1b287926f42be92f861a98fb91f159ca92".to_string()),
+            "the encoding of the machine state changed"
+        );
+        let back: MachineState = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(postcard::to_stdvec(&back).unwrap(), bytes);
+    }
+
     #[test]
     fn lengths_are_bounded_before_anything_is_allocated() {
         let mut bytes = written()[..12].to_vec();
