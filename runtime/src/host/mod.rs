@@ -24,4 +24,4 @@ pub use probe::{
     CpuidEntry, CpuidReg, HostProbe, KernelRelease, KvmCapability, KvmProbe, ProbeError, SupportedCpuid,
     TapOffloadProbe, TapProbe, KVM_CAPABILITIES,
 };
-pub use tap::{Tap, TapError, TapOffloads, TunFeatures, VNET_HDR_LEN};
+pub use tap::{tap_offload_features, FoundState, Tap, TapError, TapFeature, TapOffloads, TunFeatures, VNET_HDR_LEN};

@@ -16,13 +16,43 @@
 //! The kernel tells the two cases apart for us: a TAP without an attached fd exists only if
 //! it is persistent, so `IFF_PERSIST` in `TUNGETIFF` after attaching means "was already
 //! there". We never set persistence ourselves.
+//!
+//! A persistent TAP is left as it was found. The kernel keeps three things on the device
+//! that vmc changes (measured on Linux 6.18; drivers/net/tun.c):
+//! - its feature flags (`tun_flags`): `TUNSETIFF` on an existing device replaces the
+//!   `TUN_FEATURES` bits (`IFF_NO_PI`, `IFF_ONE_QUEUE`, `IFF_VNET_HDR`, `IFF_NAPI`,
+//!   `IFF_NAPI_FRAGS`) with the caller's, so attaching with `IFF_VNET_HDR` turns
+//!   `vnet_hdr` on in `ip -d link show` for good;
+//! - its vnet header size (`TUNSETVNETHDRSZ`; 10 bytes on a new TAP, vmc sets 12), kept for
+//!   the next process that attaches;
+//! - its offloads (`TUNSETOFFLOAD`): the driver's own mask, and the netdev's *wanted*
+//!   features (what `ethtool -k` shows as `[requested on]`), whose offload bits the ioctl
+//!   overwrites. A new TAP wants every offload and has none active.
+//!
+//! Before attaching to an existing TAP, [`Tap::open_or_create`] records the three (see
+//! [`FoundState`]): the flags from `tun_flags` in a sysfs of the calling thread's own
+//! network namespace (a detached mount made with `fsopen`, so it is right even where
+//! `/sys` shows another namespace), the offloads with `ETHTOOL_GFEATURES` on a socket of
+//! that namespace, and the header size with `TUNGETVNETHDRSZ` (attaching does not change
+//! it). When the [`Tap`] is dropped it puts them back: the header size and the offloads
+//! on its own fd (`TUNSETOFFLOAD` with the offloads that were active, then
+//! `ETHTOOL_SFEATURES` for the wanted bits), then, once that fd is closed, the flags, by
+//! attaching a second fd opened at the start with the flags found (only if they differ,
+//! and only while an interface of that name still has the same index: a TAP deleted
+//! meanwhile is not created again). The kernel's hidden offload mask can differ from
+//! the one found only in bits that were not active, which nothing can observe.
+//!
+//! What cannot be put back: anything after SIGKILL (the kernel closes the fd; the TAP
+//! keeps vmc's settings); and, without CAP_NET_ADMIN at drop time, the flags (unless the
+//! TAP's owner is the caller) and the wanted offload bits.
 
+use std::ffi::CString;
 use std::fmt;
 use std::fs::{File, OpenOptions};
-use std::io::{IoSlice, IoSliceMut};
+use std::io::{IoSlice, IoSliceMut, Read};
 use std::ops::{BitOr, BitOrAssign};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::os::raw::{c_int, c_short, c_uint, c_ulong};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::raw::{c_int, c_short, c_uint, c_ulong, c_void};
 use std::os::unix::fs::OpenOptionsExt;
 
 use vmc_compiler::TapOffload;
@@ -53,12 +83,19 @@ mod uapi {
     pub const IFF_TUN_EXCL: c_short = 0x8000_u16 as c_short;
     pub const IFF_MULTI_QUEUE: c_short = 0x0100;
     pub const IFF_PERSIST: c_short = 0x0800;
+    pub const IFF_ONE_QUEUE: c_short = 0x2000;
+    pub const IFF_NAPI: c_short = 0x0010;
+    pub const IFF_NAPI_FRAGS: c_short = 0x0020;
+    /// The flags `TUNSETIFF` on an existing device replaces (tun.c `TUN_FEATURES`).
+    pub const TUN_FEATURES: c_short =
+        IFF_NO_PI | IFF_ONE_QUEUE | IFF_VNET_HDR | IFF_MULTI_QUEUE | IFF_NAPI | IFF_NAPI_FRAGS;
 
     const TUNTAP: c_uint = b'T' as c_uint;
     vmm_sys_util::ioctl_iow_nr!(TUNSETIFF, TUNTAP, 202, c_int);
     vmm_sys_util::ioctl_ior_nr!(TUNGETFEATURES, TUNTAP, 207, c_uint);
     vmm_sys_util::ioctl_iow_nr!(TUNSETOFFLOAD, TUNTAP, 208, c_uint);
     vmm_sys_util::ioctl_ior_nr!(TUNGETIFF, TUNTAP, 210, c_uint);
+    vmm_sys_util::ioctl_ior_nr!(TUNGETVNETHDRSZ, TUNTAP, 215, c_int);
     vmm_sys_util::ioctl_iow_nr!(TUNSETVNETHDRSZ, TUNTAP, 216, c_int);
 
     /// `struct ifreq` as the tun ioctls use it: a name, then `ifr_flags` at the start of
@@ -70,7 +107,47 @@ mod uapi {
         pub pad: [u8; 22],
     }
 
+    /// `struct ifreq` with a pointer in the union (`ifr_data`, for `SIOCETHTOOL`) or an
+    /// int (`ifr_ifindex`, for `SIOCGIFINDEX`, in the first 4 bytes of `data`).
+    #[repr(C)]
+    pub struct IfReqData {
+        pub name: [u8; IFNAMSIZ],
+        pub data: *mut std::ffi::c_void,
+        pub pad: [u8; 16],
+    }
+
     const _: () = assert!(std::mem::size_of::<IfReq>() == 40);
+    const _: () = assert!(std::mem::size_of::<IfReqData>() == 40);
+
+    // include/uapi/linux/ethtool.h
+    pub const ETHTOOL_GSTRINGS: u32 = 0x1b;
+    pub const ETHTOOL_GSSET_INFO: u32 = 0x37;
+    pub const ETHTOOL_GFEATURES: u32 = 0x3a;
+    pub const ETHTOOL_SFEATURES: u32 = 0x3b;
+    pub const ETH_SS_FEATURES: u32 = 4;
+    pub const ETH_GSTRING_LEN: usize = 32;
+
+    // include/uapi/linux/mount.h
+    pub const FSOPEN_CLOEXEC: c_uint = 1;
+    pub const FSCONFIG_CMD_CREATE: c_uint = 6;
+    pub const FSMOUNT_CLOEXEC: c_uint = 1;
+    pub const MOUNT_ATTR_RDONLY_NOSUID_NODEV_NOEXEC: c_uint = 0x1 | 0x2 | 0x4 | 0x8;
+
+    /// A netdev feature a TAP's offloads turn on (tun.c `TUN_USER_FEATURES`), by its
+    /// ethtool name, with the `TUN_F_*` bits of `TUNSETOFFLOAD` that enable it. The
+    /// feature bit numbers are the kernel's private business; the names are its ABI.
+    pub const TAP_FEATURES: [(&str, u32); 7] = [
+        ("tx-checksum-ip-generic", 0x01),        // NETIF_F_HW_CSUM: TUN_F_CSUM
+        ("tx-tcp-segmentation", 0x02),           // NETIF_F_TSO: TUN_F_TSO4
+        ("tx-tcp6-segmentation", 0x04),          // NETIF_F_TSO6: TUN_F_TSO6
+        ("tx-tcp-ecn-segmentation", 0x08),       // NETIF_F_TSO_ECN: TUN_F_TSO_ECN
+        ("tx-udp-segmentation", 0x20 | 0x40),    // NETIF_F_GSO_UDP_L4: TUN_F_USO4|USO6
+        ("tx-udp_tnl-segmentation", 0x80),       // NETIF_F_GSO_UDP_TUNNEL (6.17+)
+        ("tx-udp_tnl-csum-segmentation", 0x100), // NETIF_F_GSO_UDP_TUNNEL_CSUM (6.17+)
+    ];
+    pub const TUN_F_CSUM: u32 = 0x01;
+    pub const TUN_F_TSO: u32 = 0x02 | 0x04;
+    pub const TUN_F_UDP_TUNNEL: u32 = 0x80 | 0x100;
 }
 
 /// Offloads a TAP may use on the frames it hands us, set with `TUNSETOFFLOAD`: a set of
@@ -303,13 +380,57 @@ fn ioctl_hint(ioctl: &str, errno: Errno, exclusive: bool) -> Option<&'static str
 }
 
 /// An attached TAP interface; frames are read and written with a 12-byte virtio-net
-/// header, without blocking.
+/// header, without blocking. A persistent TAP is put back as it was found when this is
+/// dropped (see the module docs).
 #[derive(Debug)]
 pub struct Tap {
     file: File,
     name: String,
     ifindex: u32,
     created_by_us: bool,
+    /// Declared after `file`, so dropped after it: the flags are put back once our fd is
+    /// closed (a single-queue TAP takes one fd at a time).
+    restore: Option<Restore>,
+}
+
+/// What vmc changes on a persistent TAP, as it was before vmc attached; `None` where it
+/// could not be read (then it is not put back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FoundState {
+    /// The `TUNSETIFF` feature flags of `tun_flags` (`IFF_NO_PI`, `IFF_ONE_QUEUE`,
+    /// `IFF_VNET_HDR`, `IFF_NAPI`, `IFF_NAPI_FRAGS`; `IFF_MULTI_QUEUE` is never changed).
+    pub flags: Option<u16>,
+    /// The vnet header size, `TUNGETVNETHDRSZ`.
+    pub vnet_hdr_len: Option<i32>,
+    /// The TAP's offload features, wanted and active.
+    pub offloads: Option<Vec<TapFeature>>,
+}
+
+/// One netdev feature a TAP's offloads decide, as `ethtool -k` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TapFeature {
+    /// The ethtool name (`tx-udp-segmentation`).
+    pub name: &'static str,
+    /// Requested (`ethtool -K`, or `TUNSETOFFLOAD`).
+    pub wanted: bool,
+    /// In effect.
+    pub active: bool,
+}
+
+/// The means to put a persistent TAP back, made before vmc changed it.
+#[derive(Debug)]
+struct Restore {
+    found: FoundState,
+    name: String,
+    ifindex: u32,
+    /// A second `/dev/net/tun` fd, not attached, opened in the TAP's namespace.
+    spare: File,
+    /// A socket in the TAP's namespace, for the ethtool and interface-index ioctls.
+    control: OwnedFd,
+    /// Each of `found.offloads`: its feature bit number on this kernel.
+    feature_bits: Vec<u32>,
+    /// Set once vmc attached to the TAP: before that there is nothing to put back.
+    armed: bool,
 }
 
 impl Tap {
@@ -328,6 +449,8 @@ impl Tap {
     fn attach(name: &str, exclusive: bool) -> Result<Tap, TapError> {
         let ifname = validated_name(name)?;
         let file = open_tun()?;
+        // Before TUNSETIFF changes anything: what an existing interface looks like.
+        let look = if exclusive { None } else { Restore::look(name) };
 
         let mut flags = uapi::IFF_TAP | uapi::IFF_NO_PI | uapi::IFF_VNET_HDR;
         if exclusive {
@@ -350,12 +473,29 @@ impl Tap {
             name: name.to_string(),
             ifindex: 0,
             created_by_us: true,
+            restore: None,
         };
-        // From here on, an early return drops `tap`, which removes a TAP we created.
+        // From here on, an early return drops `tap`, which removes a TAP we created and
+        // puts back one we found.
         tap.created_by_us = tap.interface_flags()? & uapi::IFF_PERSIST == 0;
+        let ifindex = interface_index(name);
+        if let (false, Some(mut restore), Ok(ifindex)) = (tap.created_by_us, look, &ifindex) {
+            // The same interface as before TUNSETIFF, not one made in between.
+            if restore.ifindex == *ifindex {
+                restore.found.vnet_hdr_len = tap.vnet_hdr_len().ok();
+                restore.armed = true;
+                tap.restore = Some(restore);
+            }
+        }
         tap.set_vnet_hdr_len(VNET_HDR_LEN)?;
-        tap.ifindex = interface_index(name)?;
+        tap.ifindex = ifindex?;
         Ok(tap)
+    }
+
+    /// What the TAP was like before vmc attached, if it already existed and could be
+    /// read; `None` for a TAP vmc created.
+    pub fn found_state(&self) -> Option<&FoundState> {
+        self.restore.as_ref().map(|r| &r.found)
     }
 
     /// The interface name.
@@ -393,6 +533,16 @@ impl Tap {
             return Err(ioctl_error("TUNSETVNETHDRSZ", &self.name, Errno::last(), false));
         }
         Ok(())
+    }
+
+    fn vnet_hdr_len(&self) -> Result<i32, TapError> {
+        let mut len: c_int = 0;
+        // SAFETY: TUNGETVNETHDRSZ writes one int into `len`.
+        let ret = unsafe { ioctl_with_mut_ref(&self.file, uapi::TUNGETVNETHDRSZ(), &mut len) };
+        if ret < 0 {
+            return Err(ioctl_error("TUNGETVNETHDRSZ", &self.name, Errno::last(), false));
+        }
+        Ok(len)
     }
 
     fn interface_flags(&self) -> Result<c_short, TapError> {
@@ -484,6 +634,325 @@ impl Tap {
             errno,
         }
     }
+}
+
+impl Drop for Tap {
+    /// Puts a persistent TAP's header size and offloads back on our fd; the flags follow
+    /// when `restore` is dropped, after `file`.
+    fn drop(&mut self) {
+        if let Some(restore) = &self.restore {
+            restore.before_close(&self.file);
+        }
+    }
+}
+
+impl Restore {
+    /// Records an existing interface `name` in the calling thread's namespace; `None` if
+    /// there is none (or no socket or tun fd could be had to put it back).
+    fn look(name: &str) -> Option<Restore> {
+        let control = control_socket()?;
+        let ifindex = ifindex_via(&control, name)?;
+        let spare = open_tun().ok()?;
+        let (offloads, feature_bits) = match read_features(&control, name) {
+            Some((features, bits)) => (Some(features), bits),
+            None => (None, Vec::new()),
+        };
+        let flags = read_tun_flags(name, ifindex).map(|f| f & uapi::TUN_FEATURES as u16);
+        Some(Restore {
+            found: FoundState {
+                flags,
+                vnet_hdr_len: None,
+                offloads,
+            },
+            name: name.to_string(),
+            ifindex,
+            spare,
+            control,
+            feature_bits,
+            armed: false,
+        })
+    }
+
+    /// Header size and offloads, on the fd still attached. Best effort: a TAP deleted
+    /// meanwhile answers EBADFD, and there is nothing left to put back.
+    fn before_close(&self, file: &File) {
+        if let Some(len) = self.found.vnet_hdr_len.filter(|&len| len != VNET_HDR_LEN as i32) {
+            // SAFETY: TUNSETVNETHDRSZ reads one int from a valid pointer.
+            unsafe { ioctl_with_ref(file, uapi::TUNSETVNETHDRSZ(), &len) };
+        }
+        let Some(features) = &self.found.offloads else {
+            return;
+        };
+        // The driver's mask must hold what was active; what was wanted but not active
+        // stays out of it. The kernel takes nothing without CSUM, and the UDP tunnel
+        // offloads only with TSO: a bit added for that alone is not wanted, so not active.
+        let mut offloads = features
+            .iter()
+            .filter(|f| f.active)
+            .filter_map(|f| uapi::TAP_FEATURES.iter().find(|(n, _)| *n == f.name))
+            .fold(0, |bits, (_, tun_f)| bits | tun_f);
+        if offloads != 0 {
+            offloads |= uapi::TUN_F_CSUM;
+        }
+        if offloads & uapi::TUN_F_UDP_TUNNEL != 0 && offloads & uapi::TUN_F_TSO == 0 {
+            offloads |= 0x02;
+        }
+        // SAFETY: TUNSETOFFLOAD takes its argument by value.
+        unsafe { ioctl_with_val(file, uapi::TUNSETOFFLOAD(), offloads as c_ulong) };
+        // TUNSETOFFLOAD rewrote the wanted offload bits; the ones found go back.
+        let mut words = vec![
+            (0u32, 0u32);
+            self.feature_bits
+                .iter()
+                .map(|b| *b as usize / 32 + 1)
+                .max()
+                .unwrap_or(0)
+        ];
+        for (feature, bit) in features.iter().zip(&self.feature_bits) {
+            let word = &mut words[*bit as usize / 32];
+            word.0 |= 1 << (bit % 32);
+            if feature.wanted {
+                word.1 |= 1 << (bit % 32);
+            }
+        }
+        set_features(&self.control, &self.name, &words);
+    }
+}
+
+impl Drop for Restore {
+    /// The flags, by attaching the spare fd with the flags found, then closing it.
+    fn drop(&mut self) {
+        let Some(flags) = self.found.flags.filter(|_| self.armed) else {
+            return;
+        };
+        let attached = (uapi::IFF_NO_PI | uapi::IFF_VNET_HDR) as u16;
+        if flags == attached {
+            return;
+        }
+        // Not if the TAP was deleted (TUNSETIFF would create one) or replaced.
+        if ifindex_via(&self.control, &self.name) != Some(self.ifindex) {
+            return;
+        }
+        let Ok(name) = validated_name(&self.name) else {
+            return;
+        };
+        let mut request = uapi::IfReq {
+            name,
+            flags: uapi::IFF_TAP | flags as c_short,
+            pad: [0; 22],
+        };
+        // Our fd is closed, but a child forked meanwhile by another thread holds a copy
+        // until it execs (close-on-exec), and with it the TAP's one queue: EBUSY for a
+        // moment. Bounded: half a second at most.
+        for _ in 0..500 {
+            // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, which `IfReq` lays out.
+            let ret = unsafe { ioctl_with_mut_ref(&self.spare, uapi::TUNSETIFF(), &mut request) };
+            if ret == 0 || Errno::last() != Errno(libc::EBUSY) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // `spare` closes after this: the persistent TAP stays, with the flags found.
+    }
+}
+
+/// A datagram socket in the calling thread's network namespace, for interface ioctls.
+fn control_socket() -> Option<OwnedFd> {
+    for family in [libc::AF_INET, libc::AF_UNIX] {
+        // SAFETY: socket takes no pointers; a non-negative result is a new fd we own.
+        let fd = unsafe { libc::socket(family, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd >= 0 {
+            // SAFETY: `fd` was just opened and is owned by nothing else.
+            return Some(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    None
+}
+
+/// The index of interface `name` in the socket's namespace (`SIOCGIFINDEX`).
+fn ifindex_via(socket: &OwnedFd, name: &str) -> Option<u32> {
+    let mut request = uapi::IfReqData {
+        name: validated_name(name).ok()?,
+        data: std::ptr::null_mut(),
+        pad: [0; 16],
+    };
+    // SAFETY: SIOCGIFINDEX reads the name and writes an int into the union.
+    let ret = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFINDEX, &mut request) };
+    if ret < 0 {
+        return None;
+    }
+    // SAFETY: `ifr_ifindex` is the union's first int; reading the pointer field's bytes.
+    let index = unsafe { std::ptr::addr_of!(request.data).cast::<c_int>().read_unaligned() };
+    u32::try_from(index).ok().filter(|&i| i != 0)
+}
+
+/// `SIOCETHTOOL` with `data` as the command buffer.
+fn ethtool(socket: &OwnedFd, name: &str, data: *mut c_void) -> bool {
+    let Ok(name) = validated_name(name) else {
+        return false;
+    };
+    let mut request = uapi::IfReqData {
+        name,
+        data,
+        pad: [0; 16],
+    };
+    // SAFETY: the kernel reads the ifreq, then the command buffer `data` points to,
+    // which the callers size for the command.
+    unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCETHTOOL, &mut request) >= 0 }
+}
+
+/// The netdev feature names, in bit order (`ETH_SS_FEATURES` strings).
+fn feature_names(socket: &OwnedFd, name: &str) -> Option<Vec<String>> {
+    // struct ethtool_sset_info: cmd, reserved, sset_mask (u64), then one u32 per set.
+    let mut info = [0u32; 5];
+    info[0] = uapi::ETHTOOL_GSSET_INFO;
+    info[2] = 1 << uapi::ETH_SS_FEATURES;
+    if !ethtool(socket, name, info.as_mut_ptr().cast()) || info[2] & (1 << uapi::ETH_SS_FEATURES) == 0 {
+        return None;
+    }
+    let count = info[4] as usize;
+    if count == 0 || count > 4096 {
+        return None;
+    }
+    // struct ethtool_gstrings: cmd, string_set, len, then len * 32 bytes.
+    let mut buffer = vec![0u32; 3 + count * uapi::ETH_GSTRING_LEN / 4];
+    buffer[0] = uapi::ETHTOOL_GSTRINGS;
+    buffer[1] = uapi::ETH_SS_FEATURES;
+    buffer[2] = count as u32;
+    if !ethtool(socket, name, buffer.as_mut_ptr().cast()) {
+        return None;
+    }
+    let bytes: Vec<u8> = buffer[3..].iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let names = bytes
+        .chunks(uapi::ETH_GSTRING_LEN)
+        .take((buffer[2] as usize).min(count))
+        .map(|chunk| {
+            let end = chunk.iter().position(|&b| b == 0).unwrap_or(chunk.len());
+            String::from_utf8_lossy(&chunk[..end]).into_owned()
+        })
+        .collect();
+    Some(names)
+}
+
+/// The TAP offload features interface `name` has, and their bit numbers.
+fn read_features(socket: &OwnedFd, name: &str) -> Option<(Vec<TapFeature>, Vec<u32>)> {
+    let names = feature_names(socket, name)?;
+    let words = names.len().div_ceil(32);
+    // struct ethtool_gfeatures: cmd, size, then per word available, requested, active,
+    // never_changed.
+    let mut buffer = vec![0u32; 2 + 4 * words];
+    buffer[0] = uapi::ETHTOOL_GFEATURES;
+    buffer[1] = words as u32;
+    if !ethtool(socket, name, buffer.as_mut_ptr().cast()) {
+        return None;
+    }
+    let bit = |block: usize, index: usize| buffer[2 + 4 * (index / 32) + block] & (1 << (index % 32)) != 0;
+    let mut features = Vec::new();
+    let mut bits = Vec::new();
+    for (feature, _) in uapi::TAP_FEATURES {
+        let Some(index) = names.iter().position(|n| n == feature) else {
+            continue;
+        };
+        // A feature the device cannot change is not one its offloads decide.
+        if !bit(0, index) {
+            continue;
+        }
+        features.push(TapFeature {
+            name: feature,
+            wanted: bit(1, index),
+            active: bit(2, index),
+        });
+        bits.push(index as u32);
+    }
+    Some((features, bits))
+}
+
+/// `ETHTOOL_SFEATURES`: for each word, (valid, requested).
+fn set_features(socket: &OwnedFd, name: &str, words: &[(u32, u32)]) -> bool {
+    if words.is_empty() {
+        return true;
+    }
+    let mut buffer = vec![uapi::ETHTOOL_SFEATURES, words.len() as u32];
+    for (valid, requested) in words {
+        buffer.extend([*valid, *requested]);
+    }
+    ethtool(socket, name, buffer.as_mut_ptr().cast())
+}
+
+/// The offload features of TAP `name` in the calling thread's network namespace, wanted
+/// and active, as `ethtool -k` shows them: one per feature a TAP's offloads decide.
+pub fn tap_offload_features(name: &str) -> Result<Vec<TapFeature>, TapError> {
+    validated_name(name)?;
+    let socket = control_socket().ok_or_else(|| TapError::IfIndex {
+        name: name.to_string(),
+        errno: Errno::last(),
+    })?;
+    read_features(&socket, name)
+        .map(|(features, _)| features)
+        .ok_or_else(|| ioctl_error("SIOCETHTOOL", name, Errno::last(), false))
+}
+
+/// `tun_flags` of interface `name` (index `ifindex`) in the calling thread's network
+/// namespace: from a sysfs mounted for that namespace and attached nowhere, or, where
+/// mounting is not allowed, from `/sys` if it shows the same interface index.
+fn read_tun_flags(name: &str, ifindex: u32) -> Option<u16> {
+    let attribute = |root: &OwnedFd, file: &str| -> Option<String> {
+        let path = CString::new(format!("class/net/{name}/{file}")).ok()?;
+        // SAFETY: a NUL-terminated path relative to a directory fd we own.
+        let fd = unsafe { libc::openat(root.as_raw_fd(), path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: a new fd, owned by nothing else.
+        let mut file = unsafe { File::from_raw_fd(fd) };
+        let mut text = String::new();
+        file.by_ref().take(64).read_to_string(&mut text).ok()?;
+        Some(text.trim().to_string())
+    };
+    let parse = |text: String| u16::from_str_radix(text.strip_prefix("0x")?, 16).ok();
+    if let Some(root) = namespace_sysfs() {
+        return attribute(&root, "tun_flags").and_then(parse);
+    }
+    let root: OwnedFd = File::open("/sys").ok()?.into();
+    let same = attribute(&root, "ifindex").is_some_and(|i| i == ifindex.to_string());
+    same.then(|| attribute(&root, "tun_flags")).flatten().and_then(parse)
+}
+
+/// A read-only sysfs of the calling thread's network namespace, mounted nowhere (the new
+/// mount API: `fsopen`, `fsconfig`, `fsmount`); gone when the fd closes. Needs
+/// CAP_SYS_ADMIN and Linux 5.2.
+fn namespace_sysfs() -> Option<OwnedFd> {
+    let own = |fd: libc::c_long| -> Option<OwnedFd> {
+        let fd = RawFd::try_from(fd).ok().filter(|&fd| fd >= 0)?;
+        // SAFETY: a new fd returned by the kernel, owned by nothing else.
+        Some(unsafe { OwnedFd::from_raw_fd(fd) })
+    };
+    // SAFETY: fsopen reads a NUL-terminated name.
+    let context = own(unsafe { libc::syscall(libc::SYS_fsopen, c"sysfs".as_ptr(), uapi::FSOPEN_CLOEXEC) })?;
+    let null = std::ptr::null::<libc::c_char>();
+    // SAFETY: FSCONFIG_CMD_CREATE takes no key or value.
+    let created = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            context.as_raw_fd(),
+            uapi::FSCONFIG_CMD_CREATE,
+            null,
+            null,
+            0,
+        )
+    };
+    if created < 0 {
+        return None;
+    }
+    // SAFETY: fsmount takes the context fd and two flag words.
+    own(unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            context.as_raw_fd(),
+            uapi::FSMOUNT_CLOEXEC,
+            uapi::MOUNT_ATTR_RDONLY_NOSUID_NODEV_NOEXEC,
+        )
+    })
 }
 
 impl AsRawFd for Tap {
@@ -584,6 +1053,7 @@ mod tests {
         assert_eq!(uapi::TUNSETOFFLOAD(), 0x4004_54d0);
         assert_eq!(uapi::TUNGETIFF(), 0x8004_54d2);
         assert_eq!(uapi::TUNSETVNETHDRSZ(), 0x4004_54d8);
+        assert_eq!(uapi::TUNGETVNETHDRSZ(), 0x8004_54d7);
     }
 
     #[test]
