@@ -51,7 +51,7 @@ counters! {
     tx_dropped_bad_gso,
     /// Headers asking for a checksum without CSUM, or outside the frame.
     tx_dropped_bad_csum,
-    /// Frames the TAP refused (write error, or no room).
+    /// Frames the TAP refused (write error, or no room), or that found it gone.
     tx_dropped_tap,
     /// Frames delivered into the guest's receive buffers.
     rx_frames,
@@ -63,6 +63,9 @@ counters! {
     rx_dropped_bad_chain,
     /// Errors reading the TAP.
     rx_tap_errors,
+    /// 1 once the TAP went away under the running device (deleted: its fd answers
+    /// EBADFD); the device then passes no frames.
+    tap_gone,
     /// Times a received frame waited for the guest to add buffers.
     rx_waited_for_buffers,
     /// Descriptor chains refused: outside guest memory, broken or looping, wrong

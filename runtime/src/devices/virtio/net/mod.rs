@@ -14,6 +14,10 @@
 //! The device offers exactly `NetConfig::features`; a word with a bit this device cannot
 //! honour, or one that breaks a feature requirement, is refused at construction. When the
 //! driver sets DRIVER_OK the TAP's offloads are set from what the guest *negotiated*.
+//!
+//! A TAP deleted under the running device is survived: the device stops passing frames
+//! and keeps serving the guest's queues, the VM goes on, and the VMM is told once through
+//! [`Net::set_notice`] (see the worker's module docs for what the kernel does then).
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -33,6 +37,10 @@ pub mod header;
 mod worker;
 
 pub use counters::{NetCounters, NetStats};
+
+/// How the device tells the VMM, in one line, about a fault it survives: see
+/// [`Net::set_notice`].
+pub type Notice = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// The virtio device ID of a network card.
 pub const DEVICE_ID: u32 = 1;
@@ -177,6 +185,7 @@ pub struct Net {
     offloads: TapOffloads,
     /// Where the device's guest-memory writes are recorded, for live migration.
     dirty: Option<Arc<crate::vm::state::DirtyBitmap>>,
+    notice: Option<Notice>,
 }
 
 impl std::fmt::Debug for Net {
@@ -251,7 +260,18 @@ impl Net {
             negotiated: None,
             offloads: TapOffloads::NONE,
             dirty: None,
+            notice: None,
         })
+    }
+
+    /// Sets what the device calls, once per device and from its worker thread, when its
+    /// TAP goes away under it (deleted while the VM runs), with one line such as
+    /// `TAP vmc-st0 went away (read: EBADFD (File descriptor in bad state)); the device
+    /// passes no more frames`. The line names the TAP, not the device, which does not
+    /// know its ID: the VMM prefixes that (`vmc: net0: …`). The VM keeps running; the
+    /// `tap_gone` counter says the same. Takes effect at the next activation.
+    pub fn set_notice(&mut self, notice: Notice) {
+        self.notice = Some(notice);
     }
 
     /// Records every guest page the device writes in `dirty` (see
@@ -287,6 +307,11 @@ impl Net {
     /// The offloads set on the TAP at DRIVER_OK (NONE while inactive).
     pub fn tap_offloads(&self) -> TapOffloads {
         self.offloads
+    }
+
+    /// The TAP went away under the device (see [`Net::set_notice`]).
+    pub fn tap_gone(&self) -> bool {
+        self.counters.tap_gone.load(std::sync::atomic::Ordering::Relaxed) != 0
     }
 
     /// Stops the worker; returns where its queues stood, if it was running (and did
@@ -329,11 +354,16 @@ impl VirtioDevice for Net {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let mut config_space = self.config_space;
+        if self.tap_gone() {
+            // The link is down for good once the TAP is gone (status, bytes 6..8).
+            config_space[6..8].copy_from_slice(&0u16.to_le_bytes());
+        }
         for (i, byte) in data.iter_mut().enumerate() {
             *byte = offset
                 .checked_add(i as u64)
                 .and_then(|at| usize::try_from(at).ok())
-                .and_then(|at| self.config_space.get(at))
+                .and_then(|at| config_space.get(at))
                 .copied()
                 .unwrap_or(0);
         }
@@ -355,9 +385,13 @@ impl VirtioDevice for Net {
             return Err(ActivateError::QueueCount { expected: 2, got });
         };
         let offloads = tap_offloads_for(features);
-        self.tap
-            .set_offload(offloads)
-            .map_err(|source| ActivateError::TapOffload { offloads, source })?;
+        // A TAP that went away takes no offloads (EBADFD), and passes no frames anyway:
+        // the guest still gets a device that serves its queues.
+        if !self.tap_gone() {
+            self.tap
+                .set_offload(offloads)
+                .map_err(|source| ActivateError::TapOffload { offloads, source })?;
+        }
         self.offloads = offloads;
 
         let stop = EventFd::new(EFD_NONBLOCK)?;
@@ -373,6 +407,7 @@ impl VirtioDevice for Net {
             tx_event: self.queue_events[TX_QUEUE].try_clone()?,
             stop: stop.try_clone()?,
             dirty: self.dirty.clone(),
+            notice: self.notice.clone(),
         })?;
         let (counters, interrupt) = (self.counters.clone(), worker.interrupt());
         let thread = std::thread::Builder::new().name("virtio-net".into()).spawn(move || {

@@ -13,9 +13,21 @@
 //! index running ahead by more than the queue size, a head index outside the queue, a
 //! used ring it cannot write) stops the device with DEVICE_NEEDS_RESET. Every loop is
 //! bounded by the queue size.
+//!
+//! The TAP going away (deleted under the running VM) is not the guest's doing and needs
+//! no reset. What the kernel does then (measured on Linux 6.18): the fd stays open, epoll
+//! reports EPOLLERR on it for ever (level-triggered, whatever the mask), and every read,
+//! write and tun ioctl fails with EBADFD; a TAP that is merely down fails writes with EIO
+//! and has nothing to read, which is not this. On the first EBADFD, read or write, the
+//! worker counts `tap_gone`, sends the device's notice once (see `Net::set_notice`),
+//! takes the TAP out of epoll and never touches it again: transmit chains are still
+//! taken, returned and counted as `tx_dropped_tap`; receive buffers stay posted, unused.
+//! With STATUS negotiated the link goes down in the configuration space, with a
+//! configuration change interrupt.
 
 use std::io::IoSliceMut;
 use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use virtio_bindings::bindings::virtio_ring::{VRING_AVAIL_F_NO_INTERRUPT, VRING_DESC_F_INDIRECT};
@@ -28,11 +40,11 @@ use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::counters::NetCounters;
-use super::feature::{GUEST_CSUM, MRG_RXBUF};
+use super::feature::{GUEST_CSUM, MRG_RXBUF, STATUS};
 use super::header::{TxHeaderError, VnetHeader, HDR_LEN, NUM_BUFFERS_OFFSET};
 use crate::devices::virtio::features::{has, RING_INDIRECT_DESC};
 use crate::devices::virtio::{InterruptReason, VirtioInterrupt};
-use crate::host::Tap;
+use crate::host::{Errno, Tap, TapError};
 
 const TOKEN_TAP: u64 = 0;
 const TOKEN_RX_QUEUE: u64 = 1;
@@ -65,6 +77,8 @@ pub(super) struct WorkerParts {
     pub stop: EventFd,
     /// Records the guest pages the worker writes (live migration).
     pub dirty: Option<Arc<crate::vm::state::DirtyBitmap>>,
+    /// Told once, in a line, that the TAP went away.
+    pub notice: Option<super::Notice>,
 }
 
 pub(super) struct Worker {
@@ -232,7 +246,12 @@ impl Worker {
     pub(super) fn new(parts: WorkerParts) -> std::io::Result<Worker> {
         let epoll = Epoll::new()?;
         let watch = |fd: i32, token: u64| epoll.ctl(ControlOperation::Add, fd, EpollEvent::new(EventSet::IN, token));
-        watch(parts.tap.as_raw_fd(), TOKEN_TAP)?;
+        // A TAP that went away under an earlier worker stays out: epoll would report its
+        // error for ever.
+        let tap_gone = tap_is_gone(&parts);
+        if !tap_gone {
+            watch(parts.tap.as_raw_fd(), TOKEN_TAP)?;
+        }
         watch(parts.rx_event.as_raw_fd(), TOKEN_RX_QUEUE)?;
         watch(parts.tx_event.as_raw_fd(), TOKEN_TX_QUEUE)?;
         watch(parts.stop.as_raw_fd(), TOKEN_STOP)?;
@@ -241,8 +260,8 @@ impl Worker {
             epoll,
             rx_frame: vec![0; HDR_LEN + MAX_FRAME_LEN],
             rx_pending: None,
-            tap_polled: true,
-            tap_failed: false,
+            tap_polled: !tap_gone,
+            tap_failed: tap_gone,
             broken: false,
         })
     }
@@ -328,6 +347,11 @@ impl Worker {
             self.fail();
         }
         self.mark_used_ring(TX);
+        if !self.tap_failed && tap_is_gone(&self.parts) {
+            // A write found it gone: stop listening to it too.
+            self.tap_failed = true;
+            self.poll_tap(false);
+        }
     }
 
     /// Marks a queue's used ring (with `avail_event`) as written, for live migration.
@@ -424,8 +448,12 @@ impl Worker {
         Ok(())
     }
 
-    /// Reads one frame from the TAP into the worker's buffer; `None` when there is none.
+    /// Reads one frame from the TAP into the worker's buffer; `None` when there is none,
+    /// or the TAP failed.
     fn read_tap(&mut self) -> Option<usize> {
+        if self.tap_failed {
+            return None;
+        }
         let counters = &self.parts.counters;
         // Bounded: each pass consumes a frame, and the TAP queue is finite.
         for _ in 0..64 {
@@ -434,10 +462,11 @@ impl Worker {
                 // Not a frame with a header: skip it.
                 Ok(Some(_)) => NetCounters::inc(&counters.rx_tap_errors),
                 Ok(None) => return None,
-                Err(_) => {
+                Err(error) => {
                     // The interface went away (EBADFD) or broke: stop listening to it
-                    // rather than spin on its error. Transmit goes on failing visibly.
+                    // rather than spin on its error.
                     NetCounters::inc(&counters.rx_tap_errors);
+                    tap_failed(&self.parts, "read", &error);
                     self.tap_failed = true;
                     self.poll_tap(false);
                     return None;
@@ -583,9 +612,44 @@ impl Worker {
     }
 }
 
+/// Whether the TAP went away, under this worker or an earlier one.
+fn tap_is_gone(p: &WorkerParts) -> bool {
+    p.counters.tap_gone.load(Ordering::Relaxed) != 0
+}
+
+/// A TAP read or write failed: if the TAP went away (EBADFD), the first to see it counts
+/// it, takes the link down and sends the notice; later calls do nothing.
+fn tap_failed(p: &WorkerParts, op: &str, error: &TapError) {
+    let Some(errno @ Errno(libc::EBADFD)) = error.errno() else {
+        return;
+    };
+    if p.counters
+        .tap_gone
+        .compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    if has(p.features, STATUS) {
+        // The configuration space now says the link is down (Net::read_config).
+        p.interrupt.signal(InterruptReason::ConfigChange);
+    }
+    if let Some(notice) = &p.notice {
+        notice(&format!(
+            "TAP {} went away ({op}: {errno}); the device passes no more frames",
+            p.tap.name()
+        ));
+    }
+}
+
 /// Sends one transmit chain to the TAP, or drops it and counts why.
 fn transmit(p: &WorkerParts, chain: &Chain) {
     let counters = &p.counters;
+    if tap_is_gone(p) {
+        // Nothing to write to: the chain is returned like any other, its frame dropped.
+        NetCounters::inc(&counters.tx_dropped_tap);
+        return;
+    }
     let total = chain.capacity();
     if total < HDR_LEN + MIN_FRAME_LEN {
         NetCounters::inc(&counters.tx_dropped_short);
@@ -652,6 +716,10 @@ fn transmit(p: &WorkerParts, chain: &Chain) {
             NetCounters::inc(&counters.tx_frames);
             NetCounters::add(&counters.tx_bytes, frame_len as u64);
         }
-        Ok(None) | Err(_) => NetCounters::inc(&counters.tx_dropped_tap),
+        Ok(None) => NetCounters::inc(&counters.tx_dropped_tap),
+        Err(error) => {
+            NetCounters::inc(&counters.tx_dropped_tap);
+            tap_failed(p, "write", &error);
+        }
     }
 }
