@@ -264,7 +264,7 @@ fn run_vm_inner(
         user,
         timeout,
         api_sock: flags.api_sock.clone(),
-        progress: Some(Box::new(|line: &str| errln!("vmc: {line}"))),
+        progress: Some(std::sync::Arc::new(|line: &str| errln!("vmc: {line}"))),
     };
     let report = vmc_runtime::run::run_with(
         &doc,

@@ -232,6 +232,20 @@ fn hostile_guests_end_cleanly_or_are_stopped_and_vmc_never_hangs() {
         "{out}"
     );
 
+    // The TAP deleted under the running VM: one line says so, the guest goes on.
+    let counting = abi(&s, "count", true, "");
+    let mut vmm = Vmm::start(ns.name(), &[&counting]);
+    vmm.wait_for_count(20);
+    ns.ip(&["link", "del", "vmc-st0"]);
+    let gone = "vmc: net0: TAP vmc-st0 went away (";
+    vmm.wait_until("the TAP's notice", |_, err| err.contains(gone));
+    let at = last_count(&vmm.out());
+    vmm.wait_for_count(at + 50);
+    vmm.terminate();
+    assert_eq!(vmm.wait(), Some(143));
+    assert_eq!(vmm.err().matches(gone).count(), 1, "{}", vmm.err());
+    assert!(vmm.err().contains("the device passes no more frames"), "{}", vmm.err());
+
     // Spinning with interrupts off: SIGTERM still stops it at once, and so does
     // --timeout.
     let spin = abi(&s, "spin", false, "selftest.spin");

@@ -90,8 +90,9 @@ impl Role {
             sigaltstack, clock_gettime, clock_nanosleep, nanosleep, sched_yield, getpid, gettid,
             write, writev, close, exit, exit_group, restart_syscall,
         ];
-        // Starting a thread (the standard library's spawn).
-        let spawn = [clone, clone3, set_robust_list, rseq, sched_getaffinity, prctl, getrandom];
+        // Starting a thread (the standard library's spawn) that takes a role of its own
+        // (a filter can only narrow what is allowed, never widen it).
+        let spawn = [clone, clone3, set_robust_list, rseq, sched_getaffinity, prctl, getrandom, seccomp];
         // Writing a file safely (see host::files): the exit status, a snapshot.
         let files = [
             openat, fstat, statx, newfstatat, lseek, fsync, fdatasync, fchmod, fchown, rename,
@@ -120,7 +121,7 @@ impl Role {
                 v.extend(Role::Net.allowed());
                 v
             }
-            Role::Net => vec![epoll_wait, epoll_pwait, epoll_ctl, read, readv, ioctl],
+            Role::Net => vec![epoll_wait, epoll_pwait, epoll_ctl, read, readv, ioctl, fcntl],
             Role::Api => {
                 let mut v = vec![
                     // The control socket and its clients.

@@ -108,8 +108,9 @@ pub struct RunOptions {
     pub progress: Option<Progress>,
 }
 
-/// Where `vmc run` reports its steps.
-pub type Progress = Box<dyn Fn(&str) + Send + Sync>;
+/// Where `vmc run` reports its steps, and its devices what went wrong with their
+/// backends (a TAP deleted under the VM).
+pub type Progress = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// What happened during a run, for the exit status and for `--stats`.
 #[derive(Debug, Clone)]
@@ -280,7 +281,10 @@ pub fn run_with(
     vm.add_legacy_devices(Box::new(first_output))?;
     let mut counters = Vec::new();
     for device in &doc.abi.devices {
-        counters.push((device.id.clone(), attach_net(&mut vm, doc, device)?));
+        counters.push((
+            device.id.clone(),
+            attach_net(&mut vm, doc, device, options.progress.clone())?,
+        ));
         if let Some(report) = stopped(&counters) {
             return Ok(report);
         }
@@ -363,7 +367,12 @@ pub fn run_with(
 /// Builds one virtio-net device exactly as the ABI says and maps it at its slot:
 /// interrupts through an irqfd on its IRQ, queue notifications through ioeventfds when
 /// the host has them (else through the MMIO exit, which signals the same eventfds).
-fn attach_net(vm: &mut Vm, doc: &AbiDocument, device: &vmc_compiler::NetDevice) -> Result<Arc<NetCounters>, RunError> {
+fn attach_net(
+    vm: &mut Vm,
+    doc: &AbiDocument,
+    device: &vmc_compiler::NetDevice,
+    progress: Option<Progress>,
+) -> Result<Arc<NetCounters>, RunError> {
     let fail = |why: String| RunError::Device {
         device: device.id.clone(),
         why,
@@ -391,6 +400,10 @@ fn attach_net(vm: &mut Vm, doc: &AbiDocument, device: &vmc_compiler::NetDevice) 
     let tap = Tap::open_or_create(tap_name).map_err(|e| fail(e.to_string()))?;
     let mut net = Net::new(config, tap).map_err(|e| fail(e.to_string()))?;
     net.track_writes(vm.dirty_bitmap());
+    if let Some(progress) = progress {
+        let id = device.id.clone();
+        net.set_notice(Arc::new(move |line: &str| progress(&format!("{id}: {line}"))));
+    }
     let counters = net.counters();
     let irq = Arc::new(EventFdInterrupt::new().map_err(|e| fail(format!("interrupt eventfd: {e}")))?);
     vm.vm_fd()

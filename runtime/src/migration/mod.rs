@@ -564,7 +564,10 @@ mod tests {
         let bytes = postcard::to_stdvec(&state).unwrap();
         assert_eq!(
             (bytes.len(), blake3::hash(&bytes).to_hex().to_string()),
-            (8359, "98425612286fabbce4341a0c63165b1b287926f42be92f861a98fb91f159ca92".to_string()),
+            (
+                8359,
+                "98425612286fabbce4341a0c63165b1b287926f42be92f861a98fb91f159ca92".to_string()
+            ),
             "the encoding of the machine state changed"
         );
         let back: MachineState = postcard::from_bytes(&bytes).unwrap();

@@ -411,6 +411,12 @@ impl VirtioDevice for Net {
         })?;
         let (counters, interrupt) = (self.counters.clone(), worker.interrupt());
         let thread = std::thread::Builder::new().name("virtio-net".into()).spawn(move || {
+            // Its own seccomp role, on top of that of the thread that started it.
+            if let Err(e) = crate::confine::enter(crate::confine::Role::Net) {
+                eprintln!("vmc: virtio-net worker: {e}");
+                interrupt.signal_needs_reset();
+                return None;
+            }
             // A bug here must not take the VMM down with it, nor leave the guest
             // with a device that silently stopped: count it and ask for a reset.
             let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run()));
