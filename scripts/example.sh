@@ -7,7 +7,8 @@
 #    for the run (needs root and /dev/kvm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
+scripts/lock
+cargo build --release --quiet --locked
 vmc=$PWD/target/release/vmc
 out=$(mktemp -d)
 ns=vmc-example-$$

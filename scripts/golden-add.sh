@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: $0 MACHINE-TYPE..." >&2; exit 2; }
-cargo build --quiet
+scripts/lock
+cargo build --quiet --locked
 vmc="$PWD/target/debug/vmc"
 golden="$PWD/tests/golden"
 work=$(mktemp -d)

@@ -20,14 +20,17 @@ fi
 # QEMU 10, the outside reference for the lowering tests.
 scripts/install-qemu.sh || echo "QEMU 10 is not installed: the QEMU tests will say so (and fail under CI=true)" >&2
 
+# Every crate at its pinned version and checksum (Cargo.pins; see scripts/lock).
+scripts/lock --check
+
 # Formatting and lints are part of the tests.
 cargo fmt --all --check
-cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
 
 # A short fuzz pass over every target (see README, "Fuzzing"): fails on any crash.
 timeout -k 30 1800 scripts/fuzz all 20
 
 # insta: never write snapshots in a test run; a mismatch fails.
 export INSTA_UPDATE=no
-cargo build --workspace --all-targets
-cargo test --workspace
+cargo build --workspace --all-targets --locked
+cargo test --workspace --locked
