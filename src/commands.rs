@@ -303,6 +303,17 @@ fn run_vm_inner(
             e.unclaimed,
             e.other
         );
+        // SAFETY: getrusage fills the struct it is given.
+        let peak_kib = unsafe {
+            let mut usage: libc::rusage = std::mem::zeroed();
+            libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+            usage.ru_maxrss
+        };
+        errln!(
+            "vmc: peak RSS {:.1} MiB, of which guest memory resident {:.1} MiB",
+            peak_kib as f64 / 1024.0,
+            report.guest_resident as f64 / (1 << 20) as f64
+        );
         for (id, counters) in &report.net {
             errln!("vmc: {id}: {counters}");
         }

@@ -106,6 +106,8 @@ impl Role {
                     // Taking the VM down: the TAP (ioctl, and a netlink request to
                     // remove it), the control socket, the counters.
                     ioctl, socket, bind, sendto, recvfrom, getsockname, fcntl,
+                    // The figures of --stats: guest pages resident, peak RSS.
+                    mincore, getrusage,
                 ];
                 v.extend(files);
                 v

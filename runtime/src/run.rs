@@ -122,6 +122,9 @@ pub struct RunReport {
     pub first_output: Option<Duration>,
     /// From the start of [`run`] to the end of the run.
     pub total: Duration,
+    /// Bytes of guest RAM resident at the end: the pages the guest (or a restore)
+    /// touched, part of the process's RSS but not vmc's own.
+    pub guest_resident: u64,
 }
 
 /// Whether `host` can run `doc` (the same check as `vmc check`): refused when it lacks a
@@ -230,6 +233,7 @@ pub fn run_with(
                 .collect(),
             first_output: None,
             total: start.elapsed(),
+            guest_resident: 0,
         })
     };
     if let Some(report) = stopped(&[]) {
@@ -352,6 +356,7 @@ pub fn run_with(
     vm.set_time_limit(options.timeout);
     // The last look before the vCPUs start is Vm::run's own, with the same mark.
     let outcome = vm.run()?;
+    let guest_resident = crate::vm::layout::resident_bytes(vm.memory());
     let first_output = *first_output_at.lock().unwrap_or_else(|e| e.into_inner());
     Ok(RunReport {
         outcome,
@@ -361,6 +366,7 @@ pub fn run_with(
             .collect(),
         first_output,
         total: start.elapsed(),
+        guest_resident,
     })
 }
 
