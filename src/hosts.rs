@@ -118,17 +118,33 @@ pub(crate) fn platforms_for_host(registry: &PlatformRegistry, host: &Host, json:
             unmeasured_lines("this host", &host.unmeasured).trim_end()
         );
     }
-    let group = |g: &check::Group| g.to_string().to_lowercase();
     if json {
         let list: Vec<serde_json::Value> = rows
             .iter()
             .map(|(p, fit)| {
+                // What needs a capability here is the platform itself: it promises it.
+                let needed_by = [format!("platform {}", p.name)];
+                let missing = |items: &[(check::Group, String)]| -> Vec<serde_json::Value> {
+                    items
+                        .iter()
+                        .map(|(g, c)| check::missing_json(*g, c, &needed_by))
+                        .collect()
+                };
                 serde_json::json!({
                     "name": p.name,
                     "kernel": p.kernel.to_string(),
                     "supported": fit.verdict() == Verdict::CanRun,
-                    "missing": fit.missing.iter().map(|(g, c)| format!("{} {c}", group(g))).collect::<Vec<_>>(),
-                    "unmeasured": fit.unknown.iter().map(|(u, _)| u.part.name()).collect::<Vec<_>>(),
+                    "verdict": match fit.verdict() {
+                        Verdict::CanRun => "supported",
+                        Verdict::CannotRun => "not-supported",
+                        Verdict::CannotTell => "cannot-tell",
+                    },
+                    "missing": missing(&fit.missing),
+                    "unmeasured": fit.unknown.iter().map(|(u, needed)| serde_json::json!({
+                        "what": u.part.name(),
+                        "why": u.why,
+                        "needed": missing(needed),
+                    })).collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -192,15 +208,11 @@ pub(crate) fn place(file: &Path, files: &[PathBuf], paths: &PlatformPaths, json:
                         Verdict::CannotRun => "cannot-run",
                         Verdict::CannotTell => "cannot-tell",
                     },
-                    "missing": a.missing.iter().map(|s| serde_json::json!({
-                        "group": s.group.to_string().to_lowercase(),
-                        "capability": s.capability,
-                        "needed-by": s.needed_by,
-                    })).collect::<Vec<_>>(),
+                    "missing": a.missing.iter().map(check::Shortfall::to_json).collect::<Vec<_>>(),
                     "unmeasured": a.unknown.iter().map(|(u, needed)| serde_json::json!({
                         "what": u.part.name(),
                         "why": u.why,
-                        "needed": needed.iter().map(|s| s.capability.as_str()).collect::<Vec<_>>(),
+                        "needed": needed.iter().map(check::Shortfall::to_json).collect::<Vec<_>>(),
                     })).collect::<Vec<_>>(),
                 })
             })

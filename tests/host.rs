@@ -75,7 +75,16 @@ fn platforms_host_says_which_platforms_this_host_supports() {
     assert_eq!(find("linux-6.9")["supported"], true);
     assert_eq!(find("linux-6.9")["missing"], serde_json::json!([]));
     assert_eq!(find("future")["supported"], false);
-    assert_eq!(find("future")["missing"], serde_json::json!(["kvm time-travel"]));
+    assert_eq!(find("future")["verdict"], "not-supported");
+    assert_eq!(
+        find("future")["missing"],
+        serde_json::json!([{
+            "group": "kvm",
+            "name": "time-travel",
+            "kernel-name": "KVM_CAP_TIME_TRAVEL",
+            "needed-by": ["platform future"],
+        }])
+    );
 }
 
 #[test]

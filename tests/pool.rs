@@ -132,7 +132,16 @@ fn place_says_which_hosts_can_run_an_abi_and_exactly_why_not() {
     assert_eq!(v[0]["host"], "rack1-old");
     assert_eq!(v[0]["can-run"], false);
     assert_eq!(v[0]["missing"][0]["group"], "tap");
-    assert_eq!(v[0]["missing"][0]["capability"], "uso4 (TUN_F_USO4)");
+    assert_eq!(v[0]["missing"][0]["name"], "uso4");
+    assert_eq!(v[0]["missing"][0]["kernel-name"], "TUN_F_USO4");
+    assert_eq!(
+        v[0]["missing"][0]["needed-by"],
+        serde_json::json!([
+            "devices.net0.guest-uso4",
+            "devices.net0.guest-uso6",
+            "devices.net0.host-uso"
+        ])
+    );
     assert_eq!(v[1]["can-run"], true);
     assert_eq!(v[1]["missing"], serde_json::json!([]));
     // No host can run it: exit 1.

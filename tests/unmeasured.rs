@@ -208,8 +208,15 @@ fn platforms_host_and_compile_as_an_unprivileged_user_cannot_tell() {
     let row = v.as_array().unwrap().iter().find(|p| p["name"] == "linux-6.9").unwrap();
     assert_eq!(row["supported"], false);
     assert_eq!(row["missing"], serde_json::json!([]));
+    assert_eq!(row["verdict"], "cannot-tell");
+    let unmeasured = row["unmeasured"].as_array().unwrap();
+    let tap = unmeasured
+        .iter()
+        .find(|u| u["what"] == "tap-offloads")
+        .expect("tap-offloads unmeasured");
+    assert!(tap["why"].as_str().is_some_and(|w| !w.is_empty()), "{row}");
     assert!(
-        row["unmeasured"].as_array().unwrap().contains(&"tap-offloads".into()),
+        tap["needed"].as_array().unwrap().iter().any(|n| n["name"] == "uso4"),
         "{row}"
     );
 

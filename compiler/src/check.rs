@@ -21,6 +21,17 @@ pub enum Group {
     Kvm,
 }
 
+impl Group {
+    /// Its name in JSON output: `cpu`, `tap`, `kvm`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Group::Cpu => "cpu",
+            Group::Tap => "tap",
+            Group::Kvm => "kvm",
+        }
+    }
+}
+
 impl fmt::Display for Group {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -119,8 +130,50 @@ impl Host {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shortfall {
     pub group: Group,
-    pub capability: String,
+    /// Its name in platform and probe files (`uso4`, `irqfd`, `avx2`).
+    pub name: String,
     pub needed_by: Vec<String>,
+}
+
+impl Shortfall {
+    /// The capability for people: the name, and for a TAP offload its kernel flag
+    /// (`uso4 (TUN_F_USO4)`).
+    pub fn display(&self) -> String {
+        match (self.group, kernel_name(self.group, &self.name)) {
+            (Group::Tap, Some(flag)) => format!("{} ({flag})", self.name),
+            _ => self.name.clone(),
+        }
+    }
+
+    /// The shortfall as JSON, as `vmc place --json` and `vmc platforms --host --json`
+    /// list it (see [`missing_json`]).
+    pub fn to_json(&self) -> serde_json::Value {
+        missing_json(self.group, &self.name, &self.needed_by)
+    }
+}
+
+/// The kernel's name for a capability, where it has one: a TAP offload's `TUN_F_*` flag
+/// (`TUN_F_USO4`), a KVM capability's `KVM_CAP_*` constant (`irqfd` is `KVM_CAP_IRQFD`:
+/// the names in platform files are those constants, lowercase, `_` written `-`). A CPU
+/// feature has none (`None`).
+pub fn kernel_name(group: Group, name: &str) -> Option<String> {
+    match group {
+        Group::Cpu => None,
+        Group::Tap => crate::platform::TapOffload::from_name(name).map(|o| o.flag().to_string()),
+        Group::Kvm => Some(format!("KVM_CAP_{}", name.to_uppercase().replace('-', "_"))),
+    }
+}
+
+/// One missing capability as JSON: `{"group": "tap", "name": "uso4", "kernel-name":
+/// "TUN_F_USO4", "needed-by": ["devices.net0.host-uso"]}`; `kernel-name` is `null` where
+/// the kernel has no name for it (a CPU feature).
+pub fn missing_json(group: Group, name: &str, needed_by: &[String]) -> serde_json::Value {
+    serde_json::json!({
+        "group": group.key(),
+        "name": name,
+        "kernel-name": kernel_name(group, name),
+        "needed-by": needed_by,
+    })
 }
 
 /// Everything `doc` needs that `host` lacks, grouped CPU, TAP, KVM; empty when the host
@@ -135,7 +188,7 @@ pub fn shortfalls(doc: &AbiDocument, host: &Platform) -> Vec<Shortfall> {
                     crate::cpu::model(&doc.abi.cpu.model).is_none_or(|m| crate::cpu::expand(m).contains(&f.as_str()));
                 out.push(Shortfall {
                     group: Group::Cpu,
-                    capability: f.clone(),
+                    name: f.clone(),
                     needed_by: vec![if from_model {
                         format!("cpu.model {}", doc.abi.cpu.model)
                     } else {
@@ -162,7 +215,7 @@ pub fn shortfalls(doc: &AbiDocument, host: &Platform) -> Vec<Shortfall> {
             .collect();
         out.push(Shortfall {
             group: Group::Tap,
-            capability: format!("{} ({})", o.name(), o.flag()),
+            name: o.name().to_string(),
             needed_by,
         });
     }
@@ -170,7 +223,7 @@ pub fn shortfalls(doc: &AbiDocument, host: &Platform) -> Vec<Shortfall> {
         if !host.kvm_capabilities.contains(c) {
             out.push(Shortfall {
                 group: Group::Kvm,
-                capability: c.clone(),
+                name: c.clone(),
                 needed_by: vec!["every VM (the runtime uses it)".to_string()],
             });
         }
@@ -304,18 +357,14 @@ pub fn render(shortfalls: &[Shortfall], host: &str) -> String {
             "{host} lacks {} {group} capabilit{}: {}\n",
             items.len(),
             if items.len() == 1 { "y" } else { "ies" },
-            items
-                .iter()
-                .map(|s| s.capability.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+            items.iter().map(|s| s.display()).collect::<Vec<_>>().join(", ")
         );
         // One line per distinct set of values in need, listing what they lack.
-        let mut needs: Vec<(&Vec<String>, Vec<&str>)> = Vec::new();
+        let mut needs: Vec<(&Vec<String>, Vec<String>)> = Vec::new();
         for s in items {
             match needs.iter_mut().find(|(n, _)| *n == &s.needed_by) {
-                Some((_, caps)) => caps.push(&s.capability),
-                None => needs.push((&s.needed_by, vec![&s.capability])),
+                Some((_, caps)) => caps.push(s.display()),
+                None => needs.push((&s.needed_by, vec![s.display()])),
             }
         }
         for (needed_by, caps) in needs {
@@ -330,7 +379,7 @@ pub fn render(shortfalls: &[Shortfall], host: &str) -> String {
 pub fn render_assessment(assessment: &Assessment, host: &str) -> String {
     let mut out = render(&assessment.missing, host);
     for (u, needed) in &assessment.unknown {
-        let caps: Vec<&str> = needed.iter().map(|s| s.capability.as_str()).collect();
+        let caps: Vec<String> = needed.iter().map(Shortfall::display).collect();
         out += &format!("{host}: {} not measured: {}\n", u.part, u.why);
         out += &format!(
             "    so cannot tell whether it has the {} needed: {}\n",
@@ -638,7 +687,8 @@ mod tests {
             &["user-memory", "irqchip"],
         );
         let s = shortfalls(&d, &old);
-        let names: Vec<(Group, &str)> = s.iter().map(|s| (s.group, s.capability.as_str())).collect();
+        let shown: Vec<(Group, String)> = s.iter().map(|s| (s.group, s.display())).collect();
+        let names: Vec<(Group, &str)> = shown.iter().map(|(g, n)| (*g, n.as_str())).collect();
         assert_eq!(
             names,
             [
@@ -653,7 +703,7 @@ mod tests {
                 (Group::Kvm, "irqfd"),
             ]
         );
-        let uso = s.iter().find(|s| s.capability.starts_with("uso4")).unwrap();
+        let uso = s.iter().find(|s| s.name == "uso4").unwrap();
         assert_eq!(
             uso.needed_by,
             ["devices.n.guest-uso4", "devices.n.guest-uso6", "devices.n.host-uso"]
@@ -661,6 +711,29 @@ mod tests {
         let text = render(&s, "this host");
         assert!(text.contains("this host lacks 5 CPU capabilities: avx512bw, avx512cd, avx512dq, avx512f, avx512vl"));
         assert!(text.contains("needed by cpu.model x86-64-v4"));
+    }
+
+    #[test]
+    fn a_shortfall_as_json_is_data_and_its_display_text_is_only_for_people() {
+        let uso4 = Shortfall {
+            group: Group::Tap,
+            name: "uso4".into(),
+            needed_by: vec!["devices.net0.host-uso".into()],
+        };
+        assert_eq!(
+            uso4.to_json(),
+            serde_json::json!({"group": "tap", "name": "uso4", "kernel-name": "TUN_F_USO4", "needed-by": ["devices.net0.host-uso"]})
+        );
+        assert_eq!(uso4.display(), "uso4 (TUN_F_USO4)");
+        assert_eq!(
+            kernel_name(Group::Kvm, "set-identity-map-addr").as_deref(),
+            Some("KVM_CAP_SET_IDENTITY_MAP_ADDR")
+        );
+        assert_eq!(kernel_name(Group::Cpu, "avx2"), None);
+        assert_eq!(
+            missing_json(Group::Cpu, "avx2", &[])["kernel-name"],
+            serde_json::Value::Null
+        );
     }
 
     #[test]
