@@ -13,6 +13,41 @@ pub(crate) fn measure_host() -> Host {
     vmc_runtime::host::HostProbe::measure().to_host(vmc_runtime::host::platform::DEFAULT_NAME)
 }
 
+/// The name `vmc probe` gives this host unless told one: its hostname
+/// (`/proc/sys/kernel/hostname`, else uname(2)) when that is a valid platform name, else
+/// `host`.
+pub(crate) fn host_name() -> String {
+    let from_proc = || {
+        let mut text = String::new();
+        let file = std::fs::File::open("/proc/sys/kernel/hostname").ok()?;
+        // A hostname is at most 64 bytes (HOST_NAME_MAX); read a little more, no further.
+        std::io::Read::read_to_string(&mut std::io::Read::take(file, 256), &mut text).ok()?;
+        Some(text.trim_end_matches('\n').to_string())
+    };
+    let from_uname = || {
+        // SAFETY: uname fills the zeroed struct it is given; its fields are NUL-terminated.
+        let mut u: libc::utsname = unsafe { std::mem::zeroed() };
+        if unsafe { libc::uname(&mut u) } != 0 {
+            return None;
+        }
+        let bytes: Vec<u8> = u.nodename.iter().take_while(|&&c| c != 0).map(|&c| c as u8).collect();
+        String::from_utf8(bytes).ok()
+    };
+    from_proc()
+        .filter(|n| platform::is_platform_name(n))
+        .or_else(|| from_uname().filter(|n| platform::is_platform_name(n)))
+        .unwrap_or_else(|| vmc_runtime::host::platform::DEFAULT_NAME.to_string())
+}
+
+/// `--name`: a valid platform name, so that the probe file can be read back.
+pub(crate) fn parse_host_name(name: &str) -> Result<String, String> {
+    if platform::is_platform_name(name) {
+        Ok(name.to_string())
+    } else {
+        Err("use 1 to 64 letters, digits, `-`, `.` or `_`, such as `rack1-a`".to_string())
+    }
+}
+
 /// One line per part of `host` not measured: `LABEL: PART not measured: WHY`.
 pub(crate) fn unmeasured_lines(label: &str, unmeasured: &[Unmeasured]) -> String {
     unmeasured
@@ -27,9 +62,10 @@ pub(crate) const MEASURE_IN_FULL: &str =
 
 /// `vmc probe`: exit 0 when every part was measured; 1 when some could not be (the
 /// document is printed all the same, its `unmeasured` naming each part and why).
-pub(crate) fn probe(name: &str, json: bool) -> Result<u8, Failure> {
+pub(crate) fn probe(name: Option<&str>, json: bool) -> Result<u8, Failure> {
     let probe = vmc_runtime::host::HostProbe::measure();
-    let host = probe.to_host(name);
+    let name = name.map_or_else(host_name, str::to_string);
+    let host = probe.to_host(&name);
     let platform = &host.platform;
     if json {
         let kvm = probe.kvm.as_ref().ok();

@@ -9,18 +9,17 @@ use vmc_compiler::diagnostic::{unsafe_on_terminal, Problem};
 use vmc_compiler::{lower, AbiDocument};
 
 /// The targets `--to` accepts.
-pub const TARGETS: &[&str] = &["qemu"];
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// QEMU 10, machine microvm: one `qemu-system-x86_64` command line.
+    Qemu,
+}
 
 /// The lowered command for `doc` (read from `file`, hash already checked): one
 /// shell-quoted line starting with `qemu-system-x86_64`, or with `json` the arguments
 /// after the binary name as a JSON array of strings. The text ends with a newline.
-pub fn run(file: &Path, to: &str, json: bool, doc: &AbiDocument) -> Result<String, Problem> {
-    if !TARGETS.contains(&to) {
-        return Err(
-            Problem::new("vmc::lower::target", format!("unknown lowering target `{to}`"))
-                .help(format!("`--to` takes one of: {}", TARGETS.join(", "))),
-        );
-    }
+pub fn run(file: &Path, to: Target, json: bool, doc: &AbiDocument) -> Result<String, Problem> {
+    let Target::Qemu = to;
     let args = lower::qemu(doc).map_err(|mut p| {
         p.message = format!("{}: {}", file.display(), p.message);
         p

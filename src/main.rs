@@ -35,6 +35,7 @@ macro_rules! errln {
 
 mod commands;
 mod control;
+mod docs;
 mod files;
 mod hosts;
 mod lower_cmd;
@@ -52,6 +53,17 @@ const EXIT_ERROR: u8 = 2;
 /// SIGPIPE (128 + 13), as the shell reports it for coreutils; nothing is printed.
 const EXIT_BROKEN_PIPE: u8 = 128 + libc::SIGPIPE as u8;
 
+/// The examples at the end of `vmc --help`.
+const EXAMPLES: &str = "\
+Examples:
+  vmc compile vm.kdl --platform linux-6.9      # vm.abi: every default explicit, hashed
+  vmc diff web-5.15.abi web-6.9.abi            # what a guest would see differently
+  vmc probe --json > rack1.json                # on each host: what it can do
+  vmc place vm.abi rack1.json rack2.json       # which hosts can run vm.abi, and why not
+  vmc run vm.abi --api-sock /run/vm.sock       # run it on KVM, with a control socket
+  vmc lower vm.abi --to qemu                   # the same guest ABI as a QEMU command line
+  source <(vmc completions bash)               # complete vmc's commands in bash";
+
 #[derive(Parser)]
 #[command(
     name = "vmc",
@@ -60,12 +72,17 @@ const EXIT_BROKEN_PIPE: u8 = 128 + libc::SIGPIPE as u8;
     long_about = "vmc turns a KDL VM spec plus a host platform into a fully expanded guest-ABI \
 document (.abi) in which every default is explicit and the guest-visible part is hashed. \
 Two hosts can run or migrate a VM exactly when they accept the same hash.\n\n\
-Exit status: 0 success; 1 `diff` found differences; 2 error (also when standard output \
-cannot be written); 141 when standard output is a pipe closed by its reader (as if killed by \
-SIGPIPE), quietly.\n\n\
+Exit status: 0 success. 1 a negative answer: `diff` found differences, `check` found that \
+this host lacks what the document needs, `place` found that no host can run it, `probe` \
+could not measure every part of this host (its document is printed all the same). 2 an \
+error (also when standard output cannot be written), or `check` and `place` cannot tell \
+(what is needed was not measured). 141 standard output is a pipe closed by its reader (as \
+if killed by SIGPIPE), quietly. `run` exits with the guest's own status: see \
+`vmc run --help`.\n\n\
 Inputs (specs, documents, platform and probe files, kernels and initrds) must be regular \
 files: a FIFO, device, socket or directory is refused, and so is a file larger than the \
-limit (4 MiB; for a kernel or initrd, the guest's memory), before it is read."
+limit (4 MiB; for a kernel or initrd, the guest's memory), before it is read.",
+    after_help = EXAMPLES
 )]
 struct Cli {
     #[command(subcommand)]
@@ -109,20 +126,31 @@ enum Command {
     },
     /// Print an ABI document (checked); --json is the stable machine interface.
     Show {
+        /// The ABI document (.abi, from `vmc compile`).
         file: PathBuf,
+        /// Print JSON instead of KDL (schemas/show.schema.json).
         #[arg(long)]
         json: bool,
     },
     /// Print the document's hash, recomputed; an error if the stored one disagrees.
-    Hash { file: PathBuf },
+    Hash {
+        /// The ABI document (.abi).
+        file: PathBuf,
+    },
     /// Each value of the document and where it came from (spec line, machine type, platform, derived).
     Explain {
+        /// The ABI document (.abi).
         file: PathBuf,
         /// A value path (`devices.net0.host-uso`), a prefix (`cpu`) or a property name (`host-uso`).
         property: Option<String>,
     },
     /// Guest-visible differences between two documents: exit 0 equal, 1 different, 2 error.
-    Diff { a: PathBuf, b: PathBuf },
+    Diff {
+        /// The first ABI document (shown as `-`, the values before).
+        a: PathBuf,
+        /// The second ABI document (shown as `+`, the values after).
+        b: PathBuf,
+    },
     /// The known platforms (built-in and from --platform-path).
     Platforms {
         #[command(flatten)]
@@ -131,6 +159,8 @@ enum Command {
         /// others, and for which it cannot tell (a part of the host not measured).
         #[arg(long)]
         host: bool,
+        /// Print JSON (schemas/platforms.schema.json; with --host,
+        /// schemas/platforms-host.schema.json).
         #[arg(long)]
         json: bool,
     },
@@ -143,9 +173,12 @@ enum Command {
     /// every part was measured; 1 when some could not be (the document is printed all
     /// the same); 2 on an error.
     Probe {
-        /// The platform name to give this host.
-        #[arg(long, default_value = vmc_runtime::host::platform::DEFAULT_NAME)]
-        name: String,
+        /// The platform name to give this host (1 to 64 letters, digits, `-`, `.`, `_`);
+        /// default: its hostname when that is such a name, else `host`.
+        #[arg(long, value_name = "NAME", value_parser = hosts::parse_host_name)]
+        name: Option<String>,
+        /// Print JSON instead of KDL (schemas/probe.schema.json); `--pool` and `place`
+        /// read either.
         #[arg(long)]
         json: bool,
     },
@@ -155,7 +188,10 @@ enum Command {
     ///
     /// Warns on stderr when the guest's memory is more than this host's RAM (the VM may
     /// still run, its memory overcommitted).
-    Check { file: PathBuf },
+    Check {
+        /// The ABI document (.abi).
+        file: PathBuf,
+    },
     /// Execute FILE on KVM, exactly as the document says, or refuse before creating
     /// anything. A spec (.kdl) is compiled for this host first.
     ///
@@ -172,6 +208,7 @@ enum Command {
     /// and 124 included: --exit-status FILE tells them apart.
     #[command(verbatim_doc_comment)]
     Run {
+        /// The ABI document (.abi), or a spec (.kdl) to compile for this host first.
         file: PathBuf,
         #[command(flatten)]
         paths: PlatformPaths,
@@ -220,6 +257,7 @@ enum Command {
     Status {
         /// The VM's control socket.
         socket: PathBuf,
+        /// Print the VM's answer as JSON (schemas/status.schema.json).
         #[arg(long)]
         json: bool,
     },
@@ -255,6 +293,7 @@ enum Command {
         /// The destination: unix:PATH or tcp:HOST:PORT.
         #[arg(long, value_name = "ADDRESS")]
         to: String,
+        /// Print the VM's report as JSON (schemas/migrate.schema.json).
         #[arg(long)]
         json: bool,
     },
@@ -272,22 +311,29 @@ enum Command {
     /// others ("cannot tell" for a host whose probe did not measure what FILE needs).
     /// Exit 0 if at least one can; 1 if none can; 2 if none is known to (some cannot be
     /// told) or on an error.
+    #[command(after_help = "Example:\n  vmc place vm.abi rack1.json rack2.json --json")]
     Place {
+        /// The ABI document (.abi).
         file: PathBuf,
+        /// The hosts: probe files from `vmc probe` (KDL, or JSON from `vmc probe --json`).
         #[arg(value_name = "PROBE", required = true)]
         hosts: Vec<PathBuf>,
         #[command(flatten)]
         paths: PlatformPaths,
+        /// Print JSON, one object per host (schemas/place.schema.json).
         #[arg(long)]
         json: bool,
     },
     /// The QEMU command line that gives the guest exactly FILE's ABI, every property explicit.
+    #[command(after_help = "Examples:\n  vmc lower vm.abi --to qemu\n  vmc lower vm.abi --json | jq -r '.[]'")]
     Lower {
+        /// The ABI document (.abi).
         file: PathBuf,
-        /// The lowering target (only `qemu`: QEMU 10, machine microvm).
-        #[arg(long, value_name = "TARGET", default_value = "qemu")]
-        to: String,
-        /// The arguments after the binary name, as a JSON array.
+        /// The lowering target.
+        #[arg(long, value_name = "TARGET", value_enum, default_value_t = lower_cmd::Target::Qemu)]
+        to: lower_cmd::Target,
+        /// Print the arguments after the binary name as a JSON array of strings
+        /// (schemas/lower.schema.json).
         #[arg(long)]
         json: bool,
     },
@@ -300,6 +346,18 @@ enum Command {
     Machines {
         /// Only this machine type.
         name: Option<String>,
+    },
+    /// Print a completion script for a shell, such as `source <(vmc completions bash)`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: docs::Shell,
+    },
+    /// Print vmc's man page (roff), which lists every command; or, with COMMAND, that
+    /// command's page. View it with `vmc man | man -l -`.
+    Man {
+        /// A command, such as `compile`.
+        command: Option<String>,
     },
 }
 
@@ -470,7 +528,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             }
             Ok(0)
         }
-        Command::Probe { name, json } => probe(&name, json),
+        Command::Probe { name, json } => probe(name.as_deref(), json),
         Command::Run {
             file,
             paths,
@@ -537,7 +595,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         }
         Command::Lower { file, to, json } => {
             let doc = read_document(&file)?;
-            out!("{}", lower_cmd::run(&file, &to, json, &doc)?);
+            out!("{}", lower_cmd::run(&file, to, json, &doc)?);
             Ok(0)
         }
         Command::Properties { name } => {
@@ -577,6 +635,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             }
             Ok(0)
         }
+        Command::Completions { shell } => docs::completions(shell),
+        Command::Man { command } => docs::man(command.as_deref()),
     }
 }
 

@@ -442,6 +442,81 @@ fn help_describes_every_command() {
     }
     let o = vmc(&["compile", "--help"]);
     assert!(stdout(&o).contains("--platform-path"));
+    // The exit statuses of the top-level help hold for every command.
+    let o = vmc(&["--help"]);
+    let help = stdout(&o);
+    for said in [
+        "`check` found",
+        "`place` found",
+        "`probe`",
+        "`diff` found",
+        "vmc run --help",
+        "Examples:",
+    ] {
+        assert!(help.contains(said), "{said}: {help}");
+    }
+    // --to takes a value clap knows, so a wrong one is named with the right ones.
+    let o = vmc(&["lower", "x.abi", "--to", "firecracker"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("[possible values: qemu]"), "{}", stderr(&o));
+}
+
+/// Every command, as clap knows it (`help` included).
+fn every_command() -> Vec<String> {
+    let o = vmc(&["--help"]);
+    let help = stdout(&o);
+    let list = help.split("Commands:\n").nth(1).unwrap().split("\n\n").next().unwrap();
+    let names: Vec<String> = list
+        .lines()
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    assert!(names.len() > 20 && names.contains(&"man".to_string()), "{names:?}");
+    names
+}
+
+#[test]
+fn completions_for_each_shell_know_every_command() {
+    let commands = every_command();
+    for shell in ["bash", "zsh", "fish"] {
+        let o = vmc(&["completions", shell]);
+        assert!(o.status.success(), "{shell}: {}", stderr(&o));
+        let script = stdout(&o);
+        for c in &commands {
+            assert!(script.contains(c.as_str()), "{shell} completion lacks {c}");
+        }
+        // Options complete too, and --to's values.
+        assert!(script.contains("platform-path"), "{shell}");
+        assert!(script.contains("qemu"), "{shell}");
+    }
+    let o = vmc(&["completions", "tcsh"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn man_prints_a_roff_page_that_lists_every_command() {
+    let o = vmc(&["man"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let page = stdout(&o);
+    assert!(page.contains(".TH vmc 1"), "{page}");
+    let subcommands = page.split(".SH SUBCOMMANDS").nth(1).expect("a SUBCOMMANDS section");
+    for c in every_command() {
+        // roff escapes the `-` of a name: selftest\-guest.
+        let roff = format!("vmc\\-{}(1)", c.replace('-', "\\-"));
+        assert!(subcommands.contains(&roff), "{roff} missing from the man page");
+        if c == "help" {
+            continue;
+        }
+        let o = vmc(&["man", &c]);
+        assert!(o.status.success(), "{c}: {}", stderr(&o));
+        let sub = stdout(&o);
+        assert!(sub.contains(&format!(".TH vmc-{c} 1")), "{c}: {sub}");
+    }
+    assert!(page.contains("Exit status: 0 success"), "{page}");
+    let o = vmc(&["man", "nonsense"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no command `nonsense`"), "{}", stderr(&o));
 }
 
 #[test]

@@ -49,6 +49,18 @@ fn probe_prints_a_platform_document_of_this_host() {
     assert_eq!(v["kernel-release"], release.as_str());
     assert_eq!(v["kvm-api-version"], 12);
     assert_eq!(v["unmeasured"], serde_json::json!([]));
+    // Without --name, the probe is named after this host.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let hostname = hostname.trim_end();
+    let expected = if vmc_compiler::platform::is_platform_name(hostname) {
+        hostname
+    } else {
+        "host"
+    };
+    assert_eq!(v["name"], expected);
+    let o = vmc(&["probe", "--name", "rack1/a"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("use 1 to 64 letters"), "{}", stderr(&o));
 }
 
 #[test]

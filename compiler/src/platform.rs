@@ -924,14 +924,17 @@ fn parse_platform(r: &NodeReader<'_>, origin: PlatformSource) -> Result<Platform
     Ok(decl)
 }
 
-fn check_platform_name(source: &SourceFile, name: &Spanned<String>) -> Result<(), Problem> {
-    let ok = !name.value.is_empty()
-        && name.value.len() <= 64
+/// Whether `name` can name a platform: 1 to 64 ASCII letters, digits, `-`, `.` or `_`.
+pub fn is_platform_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
         && name
-            .value
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
-    if ok {
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+}
+
+fn check_platform_name(source: &SourceFile, name: &Spanned<String>) -> Result<(), Problem> {
+    if is_platform_name(&name.value) {
         Ok(())
     } else {
         Err(Problem::new(
