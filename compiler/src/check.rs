@@ -562,15 +562,14 @@ fn kdl_unmeasured(source: &SourceFile) -> Result<(SourceFile, Vec<Unmeasured>, O
 /// The parts a JSON probe file lists as not measured.
 fn json_unmeasured(source: &SourceFile) -> Result<Vec<Unmeasured>, Problem> {
     use serde_json::Value as Json;
+    // A probe of a host measured in full has no such key: no second parse for it.
+    let Some(at) = source.text().find("\"unmeasured\"") else {
+        return Ok(Vec::new());
+    };
+    let at = SourceSpan::from((at, "\"unmeasured\"".len()));
     let Ok(value) = serde_json::from_str::<Json>(source.text()) else {
         return Ok(Vec::new());
     };
-    let at = source
-        .text()
-        .find("\"unmeasured\"")
-        .map_or(SourceSpan::from((0, 0)), |i| {
-            SourceSpan::from((i, "\"unmeasured\"".len()))
-        });
     let fail = |message: String| {
         Problem::new("vmc::platform::unmeasured", message)
             .at(source, at)

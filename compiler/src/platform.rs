@@ -644,15 +644,43 @@ const JSON_KEYS: &[&str] = &[
     "unmeasured",
 ];
 
+/// Where each JSON string literal first appears in `text` (the offset of its opening
+/// quote), by its raw contents.
+fn string_offsets(text: &str) -> std::collections::HashMap<&str, usize> {
+    let bytes = text.as_bytes();
+    let mut offsets = std::collections::HashMap::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'"' {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        i += 1;
+        while i < bytes.len() && bytes[i] != b'"' {
+            // An escape takes the next byte with it (`\"` does not end the string).
+            i += if bytes[i] == b'\\' { 2 } else { 1 };
+        }
+        if let Some(raw) = text.get(start + 1..i.min(bytes.len())) {
+            offsets.entry(raw).or_insert(start);
+        }
+        i += 1;
+    }
+    offsets
+}
+
 /// A platform written as JSON, as `vmc probe --json` prints it.
 fn parse_json(source: &SourceFile, origin: PlatformSource) -> Result<PlatformDecl, Problems> {
     use serde_json::Value as Json;
     let text = source.text();
-    // JSON parsing keeps no spans: point at a value by finding it in the text.
+    // JSON parsing keeps no spans: point at a value by where its string first appears
+    // in the text, from one pass over it (a search per value would make reading a
+    // fleet's probe files quadratic in their size).
+    let strings = string_offsets(text);
     let span_of = |needle: &str| -> SourceSpan {
-        let quoted = format!("\"{needle}\"");
-        text.find(&quoted)
-            .map_or(SourceSpan::from((0, 0)), |i| SourceSpan::from((i, quoted.len())))
+        strings
+            .get(needle)
+            .map_or(SourceSpan::from((0, 0)), |&i| SourceSpan::from((i, needle.len() + 2)))
     };
     let fail = |code: &'static str, message: String, at: SourceSpan| Problem::new(code, message).at(source, at);
     let value: Json = serde_json::from_str(text).map_err(|e| {
