@@ -11,6 +11,8 @@
 //! * [`spec`] → [`expand`] → [`document`]: parsing, expansion with provenance, the ABI
 //!   document; [`canonical`]: the hashed encoding.
 //! * [`diff`], [`explain`]: reading documents for people and tools.
+//! * [`check`]: whether a host can run a document; [`kube`]: the same as Kubernetes node
+//!   labels and a pod's node affinity.
 //! * [`kdlread`], [`jsonread`]: reading input safely, refusing repeated nodes and keys.
 
 // Problems carry their source and span; they are built once per error, on the cold path.
@@ -26,6 +28,7 @@ pub mod expand;
 pub mod explain;
 pub mod jsonread;
 pub mod kdlread;
+pub mod kube;
 pub mod limits;
 pub mod lower;
 pub mod machine;
