@@ -38,6 +38,7 @@ mod control;
 mod docs;
 mod files;
 mod hosts;
+mod kube_cmd;
 mod lower_cmd;
 
 use commands::{compile, run_vm};
@@ -324,6 +325,40 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The Kubernetes node labels each host's probe (from `vmc probe`) implies: the TAP
+    /// offloads, KVM capabilities and CPU features it has, the platforms it supports and
+    /// the parts not measured, under `<group>.vmc.dev/` (such as
+    /// `tap-offload.vmc.dev/uso4=true`).
+    ///
+    /// Prints one `kubectl label node HOST --overwrite ...` command per probe, ready to
+    /// run: it sets the host's labels and removes every other label vmc sets, so running
+    /// it again after the host changed (a kernel upgrade without USO) drops what it lost.
+    /// HOST is the probe's name (`vmc probe --name NODE`). A part not measured gets no
+    /// label, so no VM that needs it is placed there. --json prints a list of
+    /// {"host": HOST, "labels": {KEY: VALUE}}.
+    Labels {
+        /// Probe files (`vmc probe`, KDL or --json), one per host.
+        #[arg(value_name = "PROBE", required = true)]
+        hosts: Vec<PathBuf>,
+        #[command(flatten)]
+        paths: PlatformPaths,
+        /// Print [{"host": HOST, "labels": {KEY: VALUE}}] instead of commands.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The node affinity for a pod that runs FILE: it admits exactly the nodes labelled
+    /// by `vmc labels` that `vmc place` says can run FILE.
+    ///
+    /// Prints the YAML to put under the pod's `spec.affinity:` (one node selector term
+    /// asking for the label of every TAP offload, KVM capability and CPU feature FILE
+    /// needs); --json prints {"nodeAffinity": ...}.
+    Affinity {
+        /// The ABI document the pod runs.
+        file: PathBuf,
+        /// Print {"nodeAffinity": ...} instead of YAML.
+        #[arg(long)]
+        json: bool,
+    },
     /// The QEMU command line that gives the guest exactly FILE's ABI, every property explicit.
     #[command(after_help = "Examples:\n  vmc lower vm.abi --to qemu\n  vmc lower vm.abi --json | jq -r '.[]'")]
     Lower {
@@ -487,6 +522,8 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             paths,
             json,
         } => place(&file, &hosts, &paths, json),
+        Command::Labels { hosts, paths, json } => kube_cmd::labels(&hosts, &paths, json),
+        Command::Affinity { file, json } => kube_cmd::affinity(&file, json),
         Command::Show { file, json } => {
             let doc = read_document(&file)?;
             if json {
