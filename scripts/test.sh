@@ -7,6 +7,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+# Python with venv, for kubernetes-validate (below).
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "installing: ${need_apt[*]}"
@@ -19,6 +21,17 @@ fi
 
 # QEMU 10, the outside reference for the lowering tests.
 scripts/install-qemu.sh || echo "QEMU 10 is not installed: the QEMU tests will say so (and fail under CI=true)" >&2
+
+# kubernetes-validate, which checks the manifests in deploy/kubernetes/ against
+# Kubernetes' published JSON schemas (it carries them: no network when it runs), in a
+# virtual environment under target/ (tests/kubernetes.rs finds it there).
+kubernetes_validate=target/kubernetes-validate
+if ! "$kubernetes_validate/bin/kubernetes-validate" --version >/dev/null 2>&1; then
+    echo "installing kubernetes-validate into $kubernetes_validate"
+    { python3 -m venv "$kubernetes_validate" &&
+        "$kubernetes_validate/bin/pip" install --quiet --disable-pip-version-check 'kubernetes-validate==1.37.0'; } ||
+        echo "kubernetes-validate is not installed: the manifest test will say so (and fail under CI=true)" >&2
+fi
 
 # Every crate at its pinned version and checksum (Cargo.pins; see scripts/lock).
 scripts/lock --check
