@@ -437,7 +437,17 @@ fn reading_garbage_as_a_document_is_an_error() {
 #[test]
 fn help_describes_every_command() {
     let o = vmc(&["--help"]);
-    for cmd in ["compile", "show", "hash", "explain", "diff", "platforms", "machines"] {
+    for cmd in [
+        "compile",
+        "show",
+        "hash",
+        "explain",
+        "diff",
+        "platforms",
+        "machines",
+        "labels",
+        "affinity",
+    ] {
         assert!(stdout(&o).contains(cmd), "{cmd}");
     }
     let o = vmc(&["compile", "--help"]);
