@@ -1,10 +1,11 @@
 //! Fleets on Kubernetes: `vmc labels` and `vmc affinity` let the scheduler's own label
 //! matching admit exactly the hosts `vmc place` accepts.
 //!
-//! The fleet is several hundred probe files made here from a fixed seed, differing in
-//! kernel, TAP offloads (with and without USO, backported or not), CPU features (every
-//! x86-64 level, some with a feature missing or one of the next level), KVM capabilities,
-//! and parts not measured. Node affinities are evaluated by the rules of Kubernetes'
+//! The fleet is several hundred probe files made here: hosts that have everything but one
+//! thing (each CPU feature, TAP offload, KVM capability), and hosts from a fixed seed
+//! differing in kernel, TAP offloads (with and without USO, backported or not), CPU
+//! features (every x86-64 level, some with a feature missing or one of the next level),
+//! KVM capabilities, and parts not measured. Node affinities are evaluated by the rules of Kubernetes'
 //! scheduler (`k8s.io/component-helpers/scheduling/corev1/nodeaffinity` and
 //! `k8s.io/apimachinery/pkg/labels`), written out here rather than taken from vmc.
 //!
@@ -225,6 +226,40 @@ const FLEET: usize = 480;
 const KERNELS: &[&str] = &["5.10", "5.14", "5.15", "6.1", "6.2", "6.6", "6.9", "6.12"];
 const LEVELS: &[&str] = &["x86-64-v1", "x86-64-v2", "x86-64-v3", "x86-64-v4"];
 
+/// The TAP offloads a host may lack, as the kernel's rules allow: USO4 and USO6 only
+/// together; none at all without csum.
+const TAP_SHORTFALLS: [&[TapOffload]; 6] = {
+    use TapOffload::*;
+    [&[Ufo], &[TsoEcn], &[Tso4], &[Tso6], &[Uso4, Uso6], &TapOffload::ALL]
+};
+
+/// Hosts that have everything but one thing: each CPU feature vmc knows, each TAP
+/// shortfall, each KVM capability of the built-in platforms. So an affinity that left
+/// out any one requirement of a document would admit one of them, which `vmc place`
+/// refuses.
+fn one_short_hosts(full: &Platform) -> Vec<Host> {
+    let mut out = Vec::new();
+    let mut short = |change: &dyn Fn(&mut Platform)| {
+        let mut p = full.clone();
+        change(&mut p);
+        out.push(Host::measured(p));
+    };
+    for f in cpu::FEATURES {
+        short(&|p| {
+            p.cpu_features.as_mut().unwrap().remove(f.name);
+        });
+    }
+    for gone in TAP_SHORTFALLS {
+        short(&|p| p.tap_offloads.retain(|o| !gone.contains(o)));
+    }
+    for c in &full.kvm_capabilities {
+        short(&|p| {
+            p.kvm_capabilities.remove(c);
+        });
+    }
+    out
+}
+
 /// One synthetic host, as a probe would describe it.
 fn synthetic_host(rng: &mut Rng, base: &Platform, name: &str) -> Host {
     let mut p = base.clone();
@@ -239,9 +274,7 @@ fn synthetic_host(rng: &mut Rng, base: &Platform, name: &str) -> Host {
     // Now and then an offload short, as the kernel's rules allow (USO4 and USO6 only
     // together; none at all without csum).
     if rng.chance(10) {
-        use TapOffload::*;
-        let choices: [&[TapOffload]; 6] = [&[Ufo], &[TsoEcn], &[Tso4], &[Tso6], &[Uso4, Uso6], &TapOffload::ALL];
-        let gone = *rng.pick(&choices);
+        let gone = *rng.pick(&TAP_SHORTFALLS);
         p.tap_offloads.retain(|o| !gone.contains(o));
     }
     // The CPU: a psABI level and the machine types' baseline, now and then a feature
@@ -356,9 +389,21 @@ impl Fleet {
         let mut rng = Rng(0x766d_632d_6b75_6265);
         let registry = PlatformRegistry::builtin();
         let base = registry.get("linux-5.10").unwrap();
+        // A host with everything: Linux 6.12, an x86-64-v4 CPU.
+        let mut full = registry.get("linux-6.12").unwrap().clone();
+        full.cpu_features = Some(cpu::FEATURES.iter().map(|f| f.name.to_string()).collect());
+        let mut targeted = one_short_hosts(&full).into_iter();
         let mut files = Vec::new();
         for i in 0..size {
-            let host = synthetic_host(&mut rng, base, &format!("node-{i:03}"));
+            let name = format!("node-{i:03}");
+            let host = match targeted.next() {
+                // Only in a fleet big enough to be random as well.
+                Some(mut h) if size >= 4 * cpu::FEATURES.len() => {
+                    h.platform.name = name;
+                    h
+                }
+                _ => synthetic_host(&mut rng, base, &name),
+            };
             let (ext, text) = probe_file(&host, base, i);
             files.push(PathBuf::from(scratch.write(&format!("node-{i:03}.{ext}"), text)));
         }
