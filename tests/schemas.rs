@@ -25,6 +25,8 @@ const OUTPUTS: &[&str] = &[
     "lower",
     "status",
     "migrate",
+    "labels",
+    "affinity",
 ];
 
 fn schema_value(name: &str) -> Value {
@@ -392,4 +394,19 @@ fn the_old_shapes_of_missing_are_refused() {
         "missing": ["tap uso4"], "unmeasured": ["tap-offloads"],
     }]);
     assert!(!validator("platforms-host").is_valid(&old_host));
+}
+
+#[test]
+fn labels_of_every_probe_file_and_the_affinity_of_every_golden_document_match_their_schemas() {
+    let probes: Vec<String> = good_probe_files().iter().map(|p| path_str(p)).collect();
+    let mut args = vec!["labels", "--json"];
+    args.extend(probes.iter().map(String::as_str));
+    let labels = json_of(&args, &[0]);
+    assert_eq!(labels.as_array().map(Vec::len), Some(probes.len()), "{labels}");
+    assert_valid("labels", &labels, "vmc labels --json (tests/hosts)");
+    for doc in files_in("tests/golden/documents", "abi") {
+        let doc = path_str(&doc);
+        let affinity = json_of(&["affinity", &doc, "--json"], &[0]);
+        assert_valid("affinity", &affinity, &format!("vmc affinity {doc} --json"));
+    }
 }
