@@ -587,6 +587,36 @@ fn transmit(g: &mut GuestAsm, n: &Net) -> Result<(), IcedError> {
 /// (checksummed here), UDP, payload. Payload byte `j` of segment `i` (counted over the
 /// whole flow) is `(64 * i + j) mod 256`, so every datagram says which one it is.
 fn build_tx_frame(g: &mut GuestAsm, n: &Net) -> Result<(), IcedError> {
+    build_tx_headers(g, n)?;
+
+    // Payload: the frame's segments, mss bytes each.
+    let mut segment = g.label();
+    let mut byte = g.label();
+    let a = g.asm();
+    a.mov(ebx, dword_ptr(n.tx_frame))?;
+    a.imul_2(ebx, dword_ptr(n.tx_segments_per_frame))?;
+    a.mov(ecx, dword_ptr(n.tx_segments_per_frame))?;
+    a.lea(edi, ptr(esi + PAYLOAD))?;
+    a.set_label(&mut segment)?;
+    a.mov(eax, ebx)?;
+    a.shl(eax, 6)?;
+    a.mov(edx, dword_ptr(n.mss))?;
+    a.set_label(&mut byte)?;
+    a.mov(byte_ptr(edi), al)?;
+    a.inc(edi)?;
+    a.inc(eax)?;
+    a.dec(edx)?;
+    a.jnz(byte)?;
+    a.inc(ebx)?;
+    a.dec(ecx)?;
+    a.jnz(segment)
+}
+
+/// Writes the [`PAYLOAD`] bytes of headers in front of a frame at `esi` (preserved):
+/// virtio-net header, Ethernet, IPv4 (checksummed here), UDP, for `tx_payload` bytes of
+/// UDP payload (a USO frame when HOST_USO was negotiated), with `tx_frame` as the IPv4
+/// identification.
+fn build_tx_headers(g: &mut GuestAsm, n: &Net) -> Result<(), IcedError> {
     let mut not_gso = g.label();
     let mut header_done = g.label();
     let mut no_udp_csum = g.label();
@@ -680,28 +710,7 @@ fn build_tx_frame(g: &mut GuestAsm, n: &Net) -> Result<(), IcedError> {
     a.pop(esi)?;
     a.mov(word_ptr(esi + UDP + 6), ax)?;
     a.set_label(&mut no_udp_csum)?;
-
-    // Payload: the frame's segments, mss bytes each.
-    let mut segment = g.label();
-    let mut byte = g.label();
-    let a = g.asm();
-    a.mov(ebx, dword_ptr(n.tx_frame))?;
-    a.imul_2(ebx, dword_ptr(n.tx_segments_per_frame))?;
-    a.mov(ecx, dword_ptr(n.tx_segments_per_frame))?;
-    a.lea(edi, ptr(esi + PAYLOAD))?;
-    a.set_label(&mut segment)?;
-    a.mov(eax, ebx)?;
-    a.shl(eax, 6)?;
-    a.mov(edx, dword_ptr(n.mss))?;
-    a.set_label(&mut byte)?;
-    a.mov(byte_ptr(edi), al)?;
-    a.inc(edi)?;
-    a.inc(eax)?;
-    a.dec(edx)?;
-    a.jnz(byte)?;
-    a.inc(ebx)?;
-    a.dec(ecx)?;
-    a.jnz(segment)
+    a.nop()
 }
 
 /// Header fields asking for the UDP checksum: NEEDS_CSUM from the UDP header on,
