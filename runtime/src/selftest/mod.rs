@@ -18,7 +18,9 @@
 //! selftest: mmio <base> absent
 //! selftest: offered <bits>                                        (virtio-net driver,
 //! selftest: negotiated <bits>                                      see below)
-//! selftest: tx <F> frames, <S> segments, <B> bytes
+//! selftest: tx <F> frames, <S> segments, <B> bytes              (or, with selftest.blast=B:
+//! selftest: blast start, <spf> segments of <M> bytes per frame, <C> frames in flight
+//! selftest: blast <B> bytes, <F> frames, <S> segments           throughput mode)
 //! selftest: rx ready, <n> buffers of <size> bytes                 (with selftest.rx=N)
 //! selftest: rx frame <len> bytes, flags <f>, gso_type <t>, gso_size <g>, num_buffers <n>
 //! selftest: rx <F> frames, <S> segments, <B> bytes
@@ -38,6 +40,15 @@
 //! of frames arrived. Payload byte `j` of segment `i` is `(64 * i + j) mod 256`. A
 //! failure prints a line and exits with one of the `EXIT_NET_*` codes.
 //!
+//! **Throughput mode** (`net/blast.rs`; with `selftest.blast=<B>`): the driver sends
+//! `B` bytes of UDP payload (up to 1 GiB) in `selftest.mss`-byte datagrams with the
+//! transmit ring kept full, instead of the one flow: USO frames of up to 64 segments
+//! with HOST_USO, else one frame per datagram; the same payload scheme, datagrams
+//! counted over the whole blast. It prints `selftest: blast start, …` and
+//! `selftest: blast <B> bytes, <F> frames, <S> segments`, then the program goes on as
+//! usual. A device that stops returning transmit buffers (about 4 to 17 s, measured
+//! with the TSC) ends it with `selftest: blast stalled, …` and [`EXIT_NET_BLAST_STALL`].
+//!
 //! **Count mode** (`count.rs`; with the token `selftest.count`): instead of passing,
 //! the guest prints `selftest: count N` for N = 1, 2, 3, … for ever, touching one page
 //! of a RAM region per line (`selftest.count-pages=P` pages at [`COUNT_BASE`], 4 MiB;
@@ -51,8 +62,9 @@
 //! Memory it uses: its image at [`LOAD_ADDR`], its stack below [`STACK_TOP`] (between
 //! the loader's boot area and the EBDA), and the loader's start_info and command line.
 //! [`SCRATCH_ADDR`] and up is free for drivers; the network driver uses 2 MiB to
-//! 3 MiB (rings, then transmit frames, then receive buffers; see `net.rs`); count
-//! mode touches [`COUNT_BASE`] (4 MiB) and up.
+//! 3 MiB (rings, then transmit frames, then receive buffers; see `net.rs`), and
+//! throughput mode 3 MiB to 3.25 MiB ([`BLAST_PAYLOAD_BUF`]); count mode touches
+//! [`COUNT_BASE`] (4 MiB) and up.
 //!
 //! Adding a step: write one `fn step(g: &mut GuestAsm)` in `program.rs` (or its own
 //! module, like `net.rs`) using the `asm` toolbox (`print`, `print_hex_eax`,
@@ -71,8 +83,10 @@ pub use self::count::{
     EXIT_COUNT_DEVICE, EXIT_COUNT_MEMORY, MAX_PAGES as COUNT_MAX_PAGES, PAGE_SIZE as COUNT_PAGE_SIZE,
 };
 pub use self::net::{
-    DEFAULT_RX_WAIT as NET_DEFAULT_RX_WAIT, DRIVER_FEATURES as NET_DRIVER_FEATURES, EXIT_NET_ARGS, EXIT_NET_DEVICE,
-    EXIT_NET_FEATURES, EXIT_NET_RX_TIMEOUT, EXIT_NET_TX_TIMEOUT, FALLBACK_SOURCE_MAC as NET_FALLBACK_SOURCE_MAC,
+    BLAST_MAX_BYTES, BLAST_MAX_SEGMENTS_PER_FRAME, BLAST_PAYLOAD_BUF, BLAST_STALL_TSC_TICKS,
+    DEFAULT_RX_WAIT as NET_DEFAULT_RX_WAIT, DRIVER_FEATURES as NET_DRIVER_FEATURES, EXIT_NET_ARGS,
+    EXIT_NET_BLAST_STALL, EXIT_NET_DEVICE, EXIT_NET_FEATURES, EXIT_NET_RX_TIMEOUT, EXIT_NET_TX_TIMEOUT,
+    FALLBACK_SOURCE_MAC as NET_FALLBACK_SOURCE_MAC,
 };
 pub use self::program::{EXIT_BAD_START_INFO, EXIT_EXCEPTION};
 
@@ -160,6 +174,18 @@ pub mod cmdline_keys {
     /// [`NET_DEFAULT_RX_WAIT`](super::NET_DEFAULT_RX_WAIT) (1,000,000: about 15 s where
     /// guest code is emulated, measured under QEMU).
     pub const NET_RX_WAIT: &str = "selftest.rxwait=";
+    /// `selftest.blast=<B>`: throughput mode. Instead of the flow above, send `B` bytes
+    /// of UDP payload (1 to [`BLAST_MAX_BYTES`](super::BLAST_MAX_BYTES), 1 GiB) from
+    /// `selftest.src` to `selftest.dst` as fast as the device takes them, in datagrams
+    /// of `selftest.mss` bytes: USO frames of up to
+    /// [`BLAST_MAX_SEGMENTS_PER_FRAME`](super::BLAST_MAX_SEGMENTS_PER_FRAME) segments
+    /// (within one IPv4 datagram) with HOST_USO, else one frame per datagram. Prints
+    /// `selftest: blast <B> bytes, <F> frames, <S> segments` when the device has used
+    /// every frame. Payload byte `j` of datagram `i` of the whole blast is
+    /// `(64 * i + j) mod 256`. A device that returns no transmit buffer for
+    /// [`BLAST_STALL_TSC_TICKS`](super::BLAST_STALL_TSC_TICKS) TSC ticks ends it with
+    /// [`EXIT_NET_BLAST_STALL`](super::EXIT_NET_BLAST_STALL). Default: off.
+    pub const NET_BLAST: &str = "selftest.blast=";
 }
 
 /// Offset of the guest's data (strings, variables) from [`LOAD_ADDR`]; the code

@@ -13,6 +13,7 @@
 //! | [`TX_DESC`] `0x203000`     | transmit queue (1): descriptors, avail, used    |
 //! | [`TX_BUF`] `0x210000`      | transmit frames (≤ 128 KiB)                     |
 //! | [`RX_BUF`] `0x240000`      | receive buffers (≤ 512 KiB)                     |
+//! | [`BLAST_PAYLOAD_BUF`] `0x300000` | throughput mode's payload (< 256 KiB; its headers at `TX_BUF`) |
 //!
 //! Printed lines, in order (bit lists are decimal, ascending, space separated):
 //!
@@ -20,6 +21,8 @@
 //! selftest: offered <bits>
 //! selftest: negotiated <bits>
 //! selftest: tx <F> frames, <S> segments, <B> bytes          (B: UDP payload bytes)
+//! selftest: blast start, <spf> segments of <M> bytes per frame, <C> frames in flight
+//! selftest: blast <B> bytes, <F> frames, <S> segments       (instead of `tx`, with selftest.blast=B)
 //! selftest: rx ready, <n> buffers of <size> bytes           (only with selftest.rx=N, N > 0)
 //! selftest: rx frame <len> bytes, flags <f>, gso_type <t>, gso_size <g>, num_buffers <n>
 //! selftest: rx <F> frames, <S> segments, <B> bytes
@@ -30,9 +33,18 @@
 //! field as the device wrote it (meaningful only with MRG_RXBUF). A receive test on
 //! the host should wait for `rx ready` before it sends, so that the device has
 //! buffers and its backend has the negotiated offloads.
+//!
+//! With `selftest.blast=<B>` the transmit step is throughput mode instead (`blast.rs`):
+//! `B` bytes of UDP payload in as many frames as it takes, the ring kept full.
+
+mod blast;
 
 use iced_x86::code_asm::*;
 
+pub use self::blast::{
+    EXIT_NET_BLAST_STALL, MAX_BYTES as BLAST_MAX_BYTES, MAX_SEGMENTS_PER_FRAME as BLAST_MAX_SEGMENTS_PER_FRAME,
+    PAYLOAD_BUF as BLAST_PAYLOAD_BUF, STALL_TSC_TICKS as BLAST_STALL_TSC_TICKS,
+};
 use super::asm::GuestAsm;
 use super::{cmdline_keys as keys, SCRATCH_ADDR};
 
@@ -272,16 +284,27 @@ impl Net {
 /// network device, the step does nothing).
 pub fn emit(g: &mut GuestAsm, cmdline: u32, base: u32) -> Result<(), IcedError> {
     let net = Net::new(g, cmdline, base);
+    let blast = blast::Blast::new(g);
     let mut skip = g.label();
     let mut no_rx = g.label();
+    let mut flow = g.label();
+    let mut sent = g.label();
     g.asm().cmp(dword_ptr(base), 0u32)?;
     g.asm().je(skip)?;
     g.asm().pushad()?;
     parse_args(g, &net)?;
+    blast::parse(g, &net, &blast)?;
     init(g, &net)?;
     negotiate(g, &net)?;
     setup_queues(g, &net)?;
+    // Throughput mode (selftest.blast=) instead of the one flow.
+    g.asm().cmp(dword_ptr(blast.bytes), 0u32)?;
+    g.asm().je(flow)?;
+    blast::emit(g, &net, &blast)?;
+    g.asm().jmp(sent)?;
+    g.bind(&mut flow)?;
     transmit(g, &net)?;
+    g.bind(&mut sent)?;
     g.asm().cmp(dword_ptr(net.rx_want), 0u32)?;
     g.asm().je(no_rx)?;
     receive(g, &net)?;
