@@ -88,6 +88,36 @@ limit (4 MiB; for a kernel or initrd, the guest's memory), before it is read.",
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log what vmc does and decides on stderr (the probe, the TAP and its offloads, what
+    /// the guest negotiated, device resets, why the VM stopped): -v info, -vv debug, -vvv
+    /// trace. RUST_LOG (for example `vmc_runtime=debug`) overrides it.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+}
+
+/// Sends `tracing`'s events to stderr when asked for (-v or RUST_LOG); nothing otherwise.
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let from_env = std::env::var_os("RUST_LOG").is_some();
+    if verbose == 0 && !from_env {
+        return;
+    }
+    let level = match verbose {
+        0 | 1 => "info",
+        2 => "debug",
+        _ => "trace",
+    };
+    let filter = if from_env {
+        EnvFilter::from_default_env()
+    } else {
+        EnvFilter::new(format!("vmc={level},vmc_runtime={level},vmc_compiler={level}"))
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(true)
+        .try_init();
 }
 
 #[derive(clap::Args)]
@@ -426,6 +456,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return command_line_error(e),
     };
+    init_logging(cli.verbose);
     match run(cli).and_then(|code| flush_stdout().map(|_| code)) {
         Ok(code) => ExitCode::from(code),
         Err(Failure::Problems(problems)) => {

@@ -87,6 +87,18 @@ fn the_selftest_passes_confined_as_nobody_and_every_thread_is_confined() {
         "{err}"
     );
     assert!(!err.contains("seccomp"), "{err}");
+    // -v says what vmc did and decided.
+    let (code, _, err, _) = run(&ns, &[&plain, "-v"]);
+    assert_eq!(code, Some(0), "{err}");
+    for said in [
+        "probed this host",
+        "this host can run the document",
+        "TAP created",
+        "virtio-net: the driver set DRIVER_OK",
+        "the VM stopped reason=DebugExit(0)",
+    ] {
+        assert!(err.contains(said), "no `{said}` in\n{err}");
+    }
 
     // A VM that keeps running, looked at from outside: every thread of it.
     let counting = abi(&s, "count", true, "");

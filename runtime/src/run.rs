@@ -240,6 +240,12 @@ pub fn run_with(
         return Ok(report);
     }
     preflight(doc, host)?;
+    tracing::info!(
+        abi = %doc.hash,
+        host_platform = %host.platform.name,
+        kernel = %host.platform.kernel,
+        "this host can run the document (the same check as `vmc check`)"
+    );
     // A guest that continues from a saved state needs no kernel.
     let boot_files = if options.start == Start::Boot {
         let kernel_path = doc.host.kernel.as_ref().ok_or(RunError::NoKernel)?;
@@ -356,6 +362,7 @@ pub fn run_with(
     vm.set_time_limit(options.timeout);
     // The last look before the vCPUs start is Vm::run's own, with the same mark.
     let outcome = vm.run()?;
+    tracing::info!(reason = ?outcome.reason, exits = outcome.exits.total(), "the VM stopped");
     let guest_resident = crate::vm::layout::resident_bytes(vm.memory());
     let first_output = *first_output_at.lock().unwrap_or_else(|e| e.into_inner());
     Ok(RunReport {

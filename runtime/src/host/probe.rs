@@ -64,12 +64,19 @@ impl HostProbe {
     /// network namespace; needs CAP_NET_ADMIN for that part and access to `/dev/kvm` for
     /// the KVM part.
     pub fn measure() -> HostProbe {
-        HostProbe {
+        let probe = HostProbe {
             kernel: KernelRelease::measure(),
             tap: TapProbe::measure(),
             kvm: KvmProbe::measure(),
             memory: measure_memory(),
-        }
+        };
+        tracing::info!(
+            kernel = ?probe.kernel.as_ref().map(|k| &k.release),
+            tap = ?probe.tap.as_ref().map(|t| &t.offloads),
+            kvm_capabilities = probe.kvm.as_ref().map_or(0, |k| k.capabilities.len()),
+            "probed this host (the throwaway TAP above measured its offloads)"
+        );
+        probe
     }
 }
 

@@ -489,6 +489,13 @@ impl Tap {
         }
         tap.set_vnet_hdr_len(VNET_HDR_LEN)?;
         tap.ifindex = ifindex?;
+        tracing::info!(
+            tap = name,
+            created = tap.created_by_us,
+            found = ?tap.found_state(),
+            "TAP {}",
+            if tap.created_by_us { "created (it goes away with the VM)" } else { "opened (it is left as found)" }
+        );
         Ok(tap)
     }
 

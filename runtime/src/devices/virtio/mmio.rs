@@ -603,6 +603,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
             }
             Err(error) => {
                 self.stats.activation_failures += 1;
+                tracing::warn!(device = self.device.device_id(), %error, "virtio-mmio: DRIVER_OK failed; DEVICE_NEEDS_RESET");
                 self.last_error = Some(error.to_string());
                 self.interrupt.signal_needs_reset();
             }
@@ -611,6 +612,10 @@ impl<D: VirtioDevice> MmioTransport<D> {
 
     /// Back to the state after construction (virtio 1.x §2.4 "Device Reset").
     fn reset(&mut self) {
+        tracing::debug!(
+            device = self.device.device_id(),
+            "virtio-mmio: the driver reset the device"
+        );
         self.paused = None;
         self.device.reset();
         for queue in &mut self.queues {

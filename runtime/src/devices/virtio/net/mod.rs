@@ -428,6 +428,12 @@ impl VirtioDevice for Net {
         })?;
         self.running = Some(Running { stop, thread });
         self.negotiated = Some(features);
+        tracing::info!(
+            tap = self.tap.name(),
+            negotiated = format_args!("{features:#x}"),
+            offloads = %offloads,
+            "virtio-net: the driver set DRIVER_OK; the worker serves the queues, TAP offloads set"
+        );
         Ok(())
     }
 
