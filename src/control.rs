@@ -79,11 +79,15 @@ pub(crate) fn snapshot(socket: &Path, output: &Path) -> Result<u8, Failure> {
     Ok(0)
 }
 
-pub(crate) fn migrate(socket: &Path, to: &str, json: bool) -> Result<u8, Failure> {
+pub(crate) fn migrate(socket: &Path, to: &str, downtime_limit_ms: u64, json: bool) -> Result<u8, Failure> {
     // Checked here too, so a typo is named before the VM is asked.
     to.parse::<vmc_runtime::migration::transfer::Address>()
         .map_err(Failure::Message)?;
-    let answer = ask(socket, json!({"op": "migrate", "to": to}), LONG_REQUEST)?;
+    let answer = ask(
+        socket,
+        json!({"op": "migrate", "to": to, "downtime_limit_ms": downtime_limit_ms}),
+        LONG_REQUEST,
+    )?;
     if json {
         outln!("{answer}");
         return Ok(0);

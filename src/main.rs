@@ -324,6 +324,11 @@ enum Command {
         /// The destination: unix:PATH or tcp:HOST:PORT.
         #[arg(long, value_name = "ADDRESS")]
         to: String,
+        /// The longest the guest may stay paused for the stop-and-copy, in milliseconds:
+        /// pre-copy rounds go on (at most 12) until what the guest wrote in the last one
+        /// could be sent in this time at that round's rate.
+        #[arg(long, value_name = "MS", default_value_t = 300)]
+        downtime_limit: u64,
         /// Print the VM's report as JSON (schemas/migrate.schema.json).
         #[arg(long)]
         json: bool,
@@ -626,7 +631,12 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Pause { socket } => control::simple(&socket, "pause"),
         Command::Resume { socket } => control::simple(&socket, "resume"),
         Command::Snapshot { socket, output } => control::snapshot(&socket, &output),
-        Command::Migrate { socket, to, json } => control::migrate(&socket, &to, json),
+        Command::Migrate {
+            socket,
+            to,
+            downtime_limit,
+            json,
+        } => control::migrate(&socket, &to, downtime_limit, json),
         Command::SelftestGuest { output } => {
             let image = vmc_runtime::selftest::build_image()
                 .map_err(|e| Failure::Message(format!("cannot assemble the self-test guest: {e}")))?;

@@ -6,7 +6,8 @@
 //! {"op":"pause"}                         -> {"ok":true,"state":"paused"}
 //! {"op":"resume"}                        -> {"ok":true,"state":"running"}
 //! {"op":"snapshot","path":"/abs/file"}   -> {"ok":true,"bytes":…,"paused_ms":…}
-//! {"op":"migrate","to":"tcp:host:port"}  -> {"ok":true,"bytes":…,"memory_bytes":…,"rounds":…,"downtime_ms":…,"total_ms":…}
+//! {"op":"migrate","to":"tcp:host:port"[,"downtime_limit_ms":300]}
+//!                                        -> {"ok":true,"bytes":…,"memory_bytes":…,"rounds":…,"downtime_ms":…,"total_ms":…}
 //! any failure                            -> {"ok":false,"error":"…"[,"differences":["…",…]]}
 //! ```
 //!
@@ -286,7 +287,15 @@ fn answer(request: &Value, shared: &Shared) -> Value {
                 }
                 Err(busy) => return busy,
             }
-            let result = transfer::send(&shared.vm, &shared.doc, &to);
+            let limit = match request.get("downtime_limit_ms").map(Value::as_u64) {
+                None => transfer::DEFAULT_DOWNTIME_LIMIT,
+                Some(Some(ms)) => Duration::from_millis(ms),
+                Some(None) => {
+                    set(Activity::Running);
+                    return failure("\"downtime_limit_ms\" must be a whole number of milliseconds");
+                }
+            };
+            let result = transfer::send(&shared.vm, &shared.doc, &to, limit);
             set(Activity::Running);
             match result {
                 Ok(r) => json!({

@@ -26,10 +26,11 @@ use crate::vm::{SignalMark, StopReason, Vm};
 
 /// How long a peer may stay silent (or a connection take) before the migration fails.
 const PEER_TIMEOUT: Duration = Duration::from_secs(30);
-/// Pre-copy ends when fewer pages than this were written during a round...
-const FEW_DIRTY_PAGES: usize = 256;
+/// Pre-copy ends when what the guest wrote during a round could go in the downtime
+/// limit at the round's own rate...
+pub const DEFAULT_DOWNTIME_LIMIT: Duration = Duration::from_millis(300);
 /// ...or after this many rounds, whatever the guest does.
-const MAX_ROUNDS: u32 = 12;
+pub const MAX_ROUNDS: u32 = 12;
 
 /// Where a migration goes: `unix:PATH` or `tcp:HOST:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,7 +217,12 @@ fn connect(to: &Address) -> Result<Stream, MigrationError> {
 
 /// Sends the running VM behind `vm` (built from `doc`) to `to`. On success the source
 /// VM is asked to stop ([`StopReason::Migrated`]); on failure it runs on as before.
-pub fn send(vm: &VmHandle, doc: &AbiDocument, to: &Address) -> Result<MigrationReport, MigrationError> {
+pub fn send(
+    vm: &VmHandle,
+    doc: &AbiDocument,
+    to: &Address,
+    downtime_limit: Duration,
+) -> Result<MigrationReport, MigrationError> {
     let start = Instant::now();
     let stream = connect(to)?;
     let read_half = stream.try_clone().map_err(MigrationError::Io)?;
@@ -243,7 +249,7 @@ pub fn send(vm: &VmHandle, doc: &AbiDocument, to: &Address) -> Result<MigrationR
     }
 
     vm.log_dirty_pages(true)?;
-    let outcome = precopy_and_finish(vm, &mut writer, &mut reader, start);
+    let outcome = precopy_and_finish(vm, &mut writer, &mut reader, start, downtime_limit);
     if outcome.is_err() {
         // The guest carries on here; the dirty log is no longer needed.
         let _ = vm.log_dirty_pages(false);
@@ -256,6 +262,7 @@ fn precopy_and_finish<W: Write, R: Read>(
     writer: &mut RecordWriter<W>,
     reader: &mut RecordReader<R>,
     start: Instant,
+    downtime_limit: Duration,
 ) -> Result<MigrationReport, MigrationError> {
     let io = MigrationError::Io;
     let mut report = MigrationReport::default();
@@ -264,11 +271,23 @@ fn precopy_and_finish<W: Write, R: Read>(
     vm.take_dirty_pages()?;
     loop {
         report.rounds += 1;
+        let round = Instant::now();
         let ranges = page_ranges(pages, super::MAX_MEMORY_RECORD);
-        report.memory_bytes += writer.memory_ranges(vm, &ranges).map_err(io)?;
+        let sent = writer.memory_ranges(vm, &ranges).map_err(io)?;
         writer.flush().map_err(io)?;
+        report.memory_bytes += sent;
         pages = vm.take_dirty_pages()?;
-        if pages.len() < FEW_DIRTY_PAGES || report.rounds >= MAX_ROUNDS {
+        // What this link carried per second, and so what fits in the downtime limit.
+        let rate = sent as f64 / round.elapsed().as_secs_f64().max(1e-6);
+        let fits = (rate * downtime_limit.as_secs_f64()) as u64 / crate::vm::state::PAGE_SIZE;
+        tracing::info!(
+            round = report.rounds,
+            sent,
+            dirty = pages.len(),
+            fits,
+            "migration: pre-copy round"
+        );
+        if (pages.len() as u64) <= fits || report.rounds >= MAX_ROUNDS {
             break;
         }
     }
