@@ -36,6 +36,10 @@ fi
 # Every crate at its pinned version and checksum (Cargo.pins; see scripts/lock).
 scripts/lock --check
 
+# The Linux test guest (tests/linux_guest.rs): built once, then cached; the tests run the
+# same script and find it cached.
+scripts/linux-guest >/dev/null || echo "the Linux guest could not be built: tests/linux_guest.rs will say so" >&2
+
 # Formatting and lints are part of the tests.
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
