@@ -52,7 +52,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{IoSlice, IoSliceMut, Read};
 use std::ops::{BitOr, BitOrAssign};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
-use std::os::raw::{c_int, c_short, c_uint, c_ulong, c_void};
+use std::os::raw::{c_char, c_int, c_short, c_uint, c_ulong, c_void};
 use std::os::unix::fs::OpenOptionsExt;
 
 use vmc_compiler::TapOffload;
@@ -65,59 +65,25 @@ pub const TUN_PATH: &str = "/dev/net/tun";
 
 /// Size of the virtio-net header in front of every frame: the virtio 1.0 header with
 /// `num_buffers` (flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers).
-pub const VNET_HDR_LEN: usize = 12;
+pub const VNET_HDR_LEN: usize = std::mem::size_of::<virtio_bindings::virtio_net::virtio_net_hdr_mrg_rxbuf>();
 
 /// Longest interface name the kernel takes (IFNAMSIZ 16, including the NUL).
 pub const MAX_NAME_LEN: usize = vmc_compiler::limits::MAX_INTERFACE_NAME;
 
-/// Definitions from Linux `include/uapi/linux/if_tun.h` and `if.h`.
+/// What vmc needs from Linux's `if_tun.h`, `ethtool.h` and `if.h` that libc does not
+/// define; everything else (the `IFF_*` flags, the `TUN*` ioctls, `TUN_F_*`, `ifreq`,
+/// the new mount API's constants) comes from libc.
 mod uapi {
-    use std::os::raw::{c_int, c_short, c_uint};
+    use std::os::raw::c_int;
 
-    pub const IFNAMSIZ: usize = 16;
-
-    pub const IFF_TAP: c_short = 0x0002;
-    pub const IFF_NO_PI: c_short = 0x1000;
-    pub const IFF_VNET_HDR: c_short = 0x4000;
-    // 0x8000 does not fit a positive c_short; the kernel reads the same 16 bits.
-    pub const IFF_TUN_EXCL: c_short = 0x8000_u16 as c_short;
-    pub const IFF_MULTI_QUEUE: c_short = 0x0100;
-    pub const IFF_PERSIST: c_short = 0x0800;
-    pub const IFF_ONE_QUEUE: c_short = 0x2000;
-    pub const IFF_NAPI: c_short = 0x0010;
-    pub const IFF_NAPI_FRAGS: c_short = 0x0020;
-    /// The flags `TUNSETIFF` on an existing device replaces (tun.c `TUN_FEATURES`).
-    pub const TUN_FEATURES: c_short =
-        IFF_NO_PI | IFF_ONE_QUEUE | IFF_VNET_HDR | IFF_MULTI_QUEUE | IFF_NAPI | IFF_NAPI_FRAGS;
-
-    const TUNTAP: c_uint = b'T' as c_uint;
-    vmm_sys_util::ioctl_iow_nr!(TUNSETIFF, TUNTAP, 202, c_int);
-    vmm_sys_util::ioctl_ior_nr!(TUNGETFEATURES, TUNTAP, 207, c_uint);
-    vmm_sys_util::ioctl_iow_nr!(TUNSETOFFLOAD, TUNTAP, 208, c_uint);
-    vmm_sys_util::ioctl_ior_nr!(TUNGETIFF, TUNTAP, 210, c_uint);
-    vmm_sys_util::ioctl_ior_nr!(TUNGETVNETHDRSZ, TUNTAP, 215, c_int);
-    vmm_sys_util::ioctl_iow_nr!(TUNSETVNETHDRSZ, TUNTAP, 216, c_int);
-
-    /// `struct ifreq` as the tun ioctls use it: a name, then `ifr_flags` at the start of
-    /// the 24-byte union (40 bytes in all on 64-bit Linux).
-    #[repr(C)]
-    pub struct IfReq {
-        pub name: [u8; IFNAMSIZ],
-        pub flags: c_short,
-        pub pad: [u8; 22],
-    }
-
-    /// `struct ifreq` with a pointer in the union (`ifr_data`, for `SIOCETHTOOL`) or an
-    /// int (`ifr_ifindex`, for `SIOCGIFINDEX`, in the first 4 bytes of `data`).
-    #[repr(C)]
-    pub struct IfReqData {
-        pub name: [u8; IFNAMSIZ],
-        pub data: *mut std::ffi::c_void,
-        pub pad: [u8; 16],
-    }
-
-    const _: () = assert!(std::mem::size_of::<IfReq>() == 40);
-    const _: () = assert!(std::mem::size_of::<IfReqData>() == 40);
+    /// The flags `TUNSETIFF` on an existing device replaces (tun.c `TUN_FEATURES`, which
+    /// is not in the uapi header).
+    pub const TUN_FEATURES: c_int = libc::IFF_NO_PI
+        | libc::IFF_ONE_QUEUE
+        | libc::IFF_VNET_HDR
+        | libc::IFF_MULTI_QUEUE
+        | libc::IFF_NAPI
+        | libc::IFF_NAPI_FRAGS;
 
     // include/uapi/linux/ethtool.h
     pub const ETHTOOL_GSTRINGS: u32 = 0x1b;
@@ -127,27 +93,31 @@ mod uapi {
     pub const ETH_SS_FEATURES: u32 = 4;
     pub const ETH_GSTRING_LEN: usize = 32;
 
-    // include/uapi/linux/mount.h
-    pub const FSOPEN_CLOEXEC: c_uint = 1;
-    pub const FSCONFIG_CMD_CREATE: c_uint = 6;
-    pub const FSMOUNT_CLOEXEC: c_uint = 1;
-    pub const MOUNT_ATTR_RDONLY_NOSUID_NODEV_NOEXEC: c_uint = 0x1 | 0x2 | 0x4 | 0x8;
+    // include/uapi/linux/if_tun.h, Linux 6.17: newer than libc's copy.
+    pub const TUN_F_UDP_TUNNEL_GSO: u32 = 0x80;
+    pub const TUN_F_UDP_TUNNEL_GSO_CSUM: u32 = 0x100;
+    pub const TUN_F_UDP_TUNNEL: u32 = TUN_F_UDP_TUNNEL_GSO | TUN_F_UDP_TUNNEL_GSO_CSUM;
 
     /// A netdev feature a TAP's offloads turn on (tun.c `TUN_USER_FEATURES`), by its
     /// ethtool name, with the `TUN_F_*` bits of `TUNSETOFFLOAD` that enable it. The
     /// feature bit numbers are the kernel's private business; the names are its ABI.
     pub const TAP_FEATURES: [(&str, u32); 7] = [
-        ("tx-checksum-ip-generic", 0x01),        // NETIF_F_HW_CSUM: TUN_F_CSUM
-        ("tx-tcp-segmentation", 0x02),           // NETIF_F_TSO: TUN_F_TSO4
-        ("tx-tcp6-segmentation", 0x04),          // NETIF_F_TSO6: TUN_F_TSO6
-        ("tx-tcp-ecn-segmentation", 0x08),       // NETIF_F_TSO_ECN: TUN_F_TSO_ECN
-        ("tx-udp-segmentation", 0x20 | 0x40),    // NETIF_F_GSO_UDP_L4: TUN_F_USO4|USO6
-        ("tx-udp_tnl-segmentation", 0x80),       // NETIF_F_GSO_UDP_TUNNEL (6.17+)
-        ("tx-udp_tnl-csum-segmentation", 0x100), // NETIF_F_GSO_UDP_TUNNEL_CSUM (6.17+)
+        ("tx-checksum-ip-generic", libc::TUN_F_CSUM),     // NETIF_F_HW_CSUM
+        ("tx-tcp-segmentation", libc::TUN_F_TSO4),        // NETIF_F_TSO
+        ("tx-tcp6-segmentation", libc::TUN_F_TSO6),       // NETIF_F_TSO6
+        ("tx-tcp-ecn-segmentation", libc::TUN_F_TSO_ECN), // NETIF_F_TSO_ECN
+        ("tx-udp-segmentation", libc::TUN_F_USO4 | libc::TUN_F_USO6), // NETIF_F_GSO_UDP_L4
+        ("tx-udp_tnl-segmentation", TUN_F_UDP_TUNNEL_GSO), // NETIF_F_GSO_UDP_TUNNEL
+        ("tx-udp_tnl-csum-segmentation", TUN_F_UDP_TUNNEL_GSO_CSUM), // NETIF_F_GSO_UDP_TUNNEL_CSUM
     ];
-    pub const TUN_F_CSUM: u32 = 0x01;
-    pub const TUN_F_TSO: u32 = 0x02 | 0x04;
-    pub const TUN_F_UDP_TUNNEL: u32 = 0x80 | 0x100;
+}
+
+/// An `ifreq` for interface `name`, its union zeroed.
+fn ifreq(name: [c_char; libc::IFNAMSIZ]) -> libc::ifreq {
+    // SAFETY: `ifreq` is plain data (bytes, ints, a pointer) for which all zeroes is valid.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    request.ifr_name = name;
+    request
 }
 
 /// Offloads a TAP may use on the frames it hands us, set with `TUNSETOFFLOAD`: a set of
@@ -296,11 +266,11 @@ impl fmt::Debug for TunFeatures {
 
 impl TunFeatures {
     pub fn vnet_hdr(self) -> bool {
-        self.0 & uapi::IFF_VNET_HDR as u32 != 0
+        self.0 & libc::IFF_VNET_HDR as u32 != 0
     }
 
     pub fn multi_queue(self) -> bool {
-        self.0 & uapi::IFF_MULTI_QUEUE as u32 != 0
+        self.0 & libc::IFF_MULTI_QUEUE as u32 != 0
     }
 }
 
@@ -452,18 +422,17 @@ impl Tap {
         // Before TUNSETIFF changes anything: what an existing interface looks like.
         let look = if exclusive { None } else { Restore::look(name) };
 
-        let mut flags = uapi::IFF_TAP | uapi::IFF_NO_PI | uapi::IFF_VNET_HDR;
+        let mut flags = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
         if exclusive {
-            flags |= uapi::IFF_TUN_EXCL;
+            flags |= libc::IFF_TUN_EXCL;
         }
-        let mut request = uapi::IfReq {
-            name: ifname,
-            flags,
-            pad: [0; 22],
-        };
-        // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, which `IfReq` lays out, and
-        // `request` lives across the call.
-        let ret = unsafe { ioctl_with_mut_ref(&file, uapi::TUNSETIFF(), &mut request) };
+        let mut request = ifreq(ifname);
+        // IFF_TUN_EXCL (0x8000) does not fit a positive c_short; the kernel reads the same
+        // 16 bits.
+        request.ifr_ifru.ifru_flags = flags as u16 as c_short;
+        // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, and `request` lives across
+        // the call.
+        let ret = unsafe { ioctl_with_mut_ref(&file, libc::TUNSETIFF as c_ulong, &mut request) };
         if ret < 0 {
             return Err(ioctl_error("TUNSETIFF", name, Errno::last(), exclusive));
         }
@@ -477,7 +446,7 @@ impl Tap {
         };
         // From here on, an early return drops `tap`, which removes a TAP we created and
         // puts back one we found.
-        tap.created_by_us = tap.interface_flags()? & uapi::IFF_PERSIST == 0;
+        tap.created_by_us = tap.interface_flags()? & libc::IFF_PERSIST as c_short == 0;
         let ifindex = interface_index(name);
         if let (false, Some(mut restore), Ok(ifindex)) = (tap.created_by_us, look, &ifindex) {
             // The same interface as before TUNSETIFF, not one made in between.
@@ -525,7 +494,7 @@ impl Tap {
     /// receive). The set replaces the previous one.
     pub fn set_offload(&self, offloads: TapOffloads) -> Result<(), TapError> {
         // SAFETY: TUNSETOFFLOAD takes its argument by value and touches no memory of ours.
-        let ret = unsafe { ioctl_with_val(&self.file, uapi::TUNSETOFFLOAD(), offloads.bits() as c_ulong) };
+        let ret = unsafe { ioctl_with_val(&self.file, libc::TUNSETOFFLOAD as c_ulong, offloads.bits() as c_ulong) };
         if ret < 0 {
             return Err(ioctl_error("TUNSETOFFLOAD", &self.name, Errno::last(), false));
         }
@@ -535,7 +504,7 @@ impl Tap {
     fn set_vnet_hdr_len(&self, len: usize) -> Result<(), TapError> {
         let len = len as c_int;
         // SAFETY: TUNSETVNETHDRSZ reads one int from the pointer, which is valid.
-        let ret = unsafe { ioctl_with_ref(&self.file, uapi::TUNSETVNETHDRSZ(), &len) };
+        let ret = unsafe { ioctl_with_ref(&self.file, libc::TUNSETVNETHDRSZ as c_ulong, &len) };
         if ret < 0 {
             return Err(ioctl_error("TUNSETVNETHDRSZ", &self.name, Errno::last(), false));
         }
@@ -545,7 +514,7 @@ impl Tap {
     fn vnet_hdr_len(&self) -> Result<i32, TapError> {
         let mut len: c_int = 0;
         // SAFETY: TUNGETVNETHDRSZ writes one int into `len`.
-        let ret = unsafe { ioctl_with_mut_ref(&self.file, uapi::TUNGETVNETHDRSZ(), &mut len) };
+        let ret = unsafe { ioctl_with_mut_ref(&self.file, libc::TUNGETVNETHDRSZ as c_ulong, &mut len) };
         if ret < 0 {
             return Err(ioctl_error("TUNGETVNETHDRSZ", &self.name, Errno::last(), false));
         }
@@ -553,17 +522,14 @@ impl Tap {
     }
 
     fn interface_flags(&self) -> Result<c_short, TapError> {
-        let mut request = uapi::IfReq {
-            name: [0; uapi::IFNAMSIZ],
-            flags: 0,
-            pad: [0; 22],
-        };
+        let mut request = ifreq([0; libc::IFNAMSIZ]);
         // SAFETY: TUNGETIFF writes a `struct ifreq` into `request`, which is large enough.
-        let ret = unsafe { ioctl_with_mut_ref(&self.file, uapi::TUNGETIFF(), &mut request) };
+        let ret = unsafe { ioctl_with_mut_ref(&self.file, libc::TUNGETIFF as c_ulong, &mut request) };
         if ret < 0 {
             return Err(ioctl_error("TUNGETIFF", &self.name, Errno::last(), false));
         }
-        Ok(request.flags)
+        // SAFETY: the union is plain data, and TUNGETIFF wrote `ifr_flags`.
+        Ok(unsafe { request.ifr_ifru.ifru_flags })
     }
 
     /// Reads one frame (virtio-net header first) into `buffers`. `Ok(None)` means no frame
@@ -685,7 +651,7 @@ impl Restore {
     fn before_close(&self, file: &File) {
         if let Some(len) = self.found.vnet_hdr_len.filter(|&len| len != VNET_HDR_LEN as i32) {
             // SAFETY: TUNSETVNETHDRSZ reads one int from a valid pointer.
-            unsafe { ioctl_with_ref(file, uapi::TUNSETVNETHDRSZ(), &len) };
+            unsafe { ioctl_with_ref(file, libc::TUNSETVNETHDRSZ as c_ulong, &len) };
         }
         let Some(features) = &self.found.offloads else {
             return;
@@ -699,13 +665,13 @@ impl Restore {
             .filter_map(|f| uapi::TAP_FEATURES.iter().find(|(n, _)| *n == f.name))
             .fold(0, |bits, (_, tun_f)| bits | tun_f);
         if offloads != 0 {
-            offloads |= uapi::TUN_F_CSUM;
+            offloads |= libc::TUN_F_CSUM;
         }
-        if offloads & uapi::TUN_F_UDP_TUNNEL != 0 && offloads & uapi::TUN_F_TSO == 0 {
-            offloads |= 0x02;
+        if offloads & uapi::TUN_F_UDP_TUNNEL != 0 && offloads & (libc::TUN_F_TSO4 | libc::TUN_F_TSO6) == 0 {
+            offloads |= libc::TUN_F_TSO4;
         }
         // SAFETY: TUNSETOFFLOAD takes its argument by value.
-        unsafe { ioctl_with_val(file, uapi::TUNSETOFFLOAD(), offloads as c_ulong) };
+        unsafe { ioctl_with_val(file, libc::TUNSETOFFLOAD as c_ulong, offloads as c_ulong) };
         // TUNSETOFFLOAD rewrote the wanted offload bits; the ones found go back.
         let mut words = vec![
             (0u32, 0u32);
@@ -732,7 +698,7 @@ impl Drop for Restore {
         let Some(flags) = self.found.flags.filter(|_| self.armed) else {
             return;
         };
-        let attached = (uapi::IFF_NO_PI | uapi::IFF_VNET_HDR) as u16;
+        let attached = (libc::IFF_NO_PI | libc::IFF_VNET_HDR) as u16;
         if flags == attached {
             return;
         }
@@ -743,17 +709,14 @@ impl Drop for Restore {
         let Ok(name) = validated_name(&self.name) else {
             return;
         };
-        let mut request = uapi::IfReq {
-            name,
-            flags: uapi::IFF_TAP | flags as c_short,
-            pad: [0; 22],
-        };
+        let mut request = ifreq(name);
+        request.ifr_ifru.ifru_flags = libc::IFF_TAP as c_short | flags as c_short;
         // Our fd is closed, but a child forked meanwhile by another thread holds a copy
         // until it execs (close-on-exec), and with it the TAP's one queue: EBUSY for a
         // moment. Bounded: half a second at most.
         for _ in 0..500 {
-            // SAFETY: TUNSETIFF reads and writes a `struct ifreq`, which `IfReq` lays out.
-            let ret = unsafe { ioctl_with_mut_ref(&self.spare, uapi::TUNSETIFF(), &mut request) };
+            // SAFETY: TUNSETIFF reads and writes a `struct ifreq`.
+            let ret = unsafe { ioctl_with_mut_ref(&self.spare, libc::TUNSETIFF as c_ulong, &mut request) };
             if ret == 0 || Errno::last() != Errno(libc::EBUSY) {
                 break;
             }
@@ -778,18 +741,14 @@ fn control_socket() -> Option<OwnedFd> {
 
 /// The index of interface `name` in the socket's namespace (`SIOCGIFINDEX`).
 fn ifindex_via(socket: &OwnedFd, name: &str) -> Option<u32> {
-    let mut request = uapi::IfReqData {
-        name: validated_name(name).ok()?,
-        data: std::ptr::null_mut(),
-        pad: [0; 16],
-    };
+    let mut request = ifreq(validated_name(name).ok()?);
     // SAFETY: SIOCGIFINDEX reads the name and writes an int into the union.
     let ret = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFINDEX, &mut request) };
     if ret < 0 {
         return None;
     }
-    // SAFETY: `ifr_ifindex` is the union's first int; reading the pointer field's bytes.
-    let index = unsafe { std::ptr::addr_of!(request.data).cast::<c_int>().read_unaligned() };
+    // SAFETY: the union is plain data, and SIOCGIFINDEX wrote `ifr_ifindex`.
+    let index = unsafe { request.ifr_ifru.ifru_ifindex };
     u32::try_from(index).ok().filter(|&i| i != 0)
 }
 
@@ -798,11 +757,8 @@ fn ethtool(socket: &OwnedFd, name: &str, data: *mut c_void) -> bool {
     let Ok(name) = validated_name(name) else {
         return false;
     };
-    let mut request = uapi::IfReqData {
-        name,
-        data,
-        pad: [0; 16],
-    };
+    let mut request = ifreq(name);
+    request.ifr_ifru.ifru_data = data.cast();
     // SAFETY: the kernel reads the ifreq, then the command buffer `data` points to,
     // which the callers size for the command.
     unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCETHTOOL, &mut request) >= 0 }
@@ -935,14 +891,14 @@ fn namespace_sysfs() -> Option<OwnedFd> {
         Some(unsafe { OwnedFd::from_raw_fd(fd) })
     };
     // SAFETY: fsopen reads a NUL-terminated name.
-    let context = own(unsafe { libc::syscall(libc::SYS_fsopen, c"sysfs".as_ptr(), uapi::FSOPEN_CLOEXEC) })?;
+    let context = own(unsafe { libc::syscall(libc::SYS_fsopen, c"sysfs".as_ptr(), libc::FSOPEN_CLOEXEC) })?;
     let null = std::ptr::null::<libc::c_char>();
     // SAFETY: FSCONFIG_CMD_CREATE takes no key or value.
     let created = unsafe {
         libc::syscall(
             libc::SYS_fsconfig,
             context.as_raw_fd(),
-            uapi::FSCONFIG_CMD_CREATE,
+            libc::FSCONFIG_CMD_CREATE,
             null,
             null,
             0,
@@ -956,8 +912,8 @@ fn namespace_sysfs() -> Option<OwnedFd> {
         libc::syscall(
             libc::SYS_fsmount,
             context.as_raw_fd(),
-            uapi::FSMOUNT_CLOEXEC,
-            uapi::MOUNT_ATTR_RDONLY_NOSUID_NODEV_NOEXEC,
+            libc::FSMOUNT_CLOEXEC,
+            libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC,
         )
     })
 }
@@ -979,7 +935,7 @@ pub fn tun_features() -> Result<TunFeatures, TapError> {
     let file = open_tun()?;
     let mut features: c_uint = 0;
     // SAFETY: TUNGETFEATURES writes one unsigned int into `features`.
-    let ret = unsafe { ioctl_with_mut_ref(&file, uapi::TUNGETFEATURES(), &mut features) };
+    let ret = unsafe { ioctl_with_mut_ref(&file, libc::TUNGETFEATURES as c_ulong, &mut features) };
     if ret < 0 {
         let errno = Errno::last();
         return Err(TapError::DriverIoctl {
@@ -1018,15 +974,17 @@ fn ioctl_error(ioctl: &'static str, name: &str, errno: Errno, exclusive: bool) -
 
 /// The name, NUL-padded for `ifreq`, if the compiler's rule for TAP names allows it (the
 /// kernel's `dev_valid_name`, and no `%`, which `TUNSETIFF` would expand into another name).
-fn validated_name(name: &str) -> Result<[u8; uapi::IFNAMSIZ], TapError> {
+fn validated_name(name: &str) -> Result<[c_char; libc::IFNAMSIZ], TapError> {
     if let Some(reason) = vmc_compiler::limits::interface_name_problem(name) {
         return Err(TapError::InvalidName {
             name: name.to_string(),
             reason,
         });
     }
-    let mut ifname = [0u8; uapi::IFNAMSIZ];
-    ifname[..name.len()].copy_from_slice(name.as_bytes());
+    let mut ifname = [0; libc::IFNAMSIZ];
+    for (to, from) in ifname.iter_mut().zip(name.as_bytes()) {
+        *to = *from as c_char;
+    }
     Ok(ifname)
 }
 
@@ -1055,12 +1013,12 @@ mod tests {
     #[test]
     fn ioctl_numbers_match_the_kernel_headers() {
         // _IOW('T', 202, int) and friends, as the kernel computes them on x86-64.
-        assert_eq!(uapi::TUNSETIFF(), 0x4004_54ca);
-        assert_eq!(uapi::TUNGETFEATURES(), 0x8004_54cf);
-        assert_eq!(uapi::TUNSETOFFLOAD(), 0x4004_54d0);
-        assert_eq!(uapi::TUNGETIFF(), 0x8004_54d2);
-        assert_eq!(uapi::TUNSETVNETHDRSZ(), 0x4004_54d8);
-        assert_eq!(uapi::TUNGETVNETHDRSZ(), 0x8004_54d7);
+        assert_eq!(libc::TUNSETIFF as c_ulong, 0x4004_54ca);
+        assert_eq!(libc::TUNGETFEATURES as c_ulong, 0x8004_54cf);
+        assert_eq!(libc::TUNSETOFFLOAD as c_ulong, 0x4004_54d0);
+        assert_eq!(libc::TUNGETIFF as c_ulong, 0x8004_54d2);
+        assert_eq!(libc::TUNSETVNETHDRSZ as c_ulong, 0x4004_54d8);
+        assert_eq!(libc::TUNGETVNETHDRSZ as c_ulong, 0x8004_54d7);
     }
 
     #[test]
@@ -1081,6 +1039,17 @@ mod tests {
                 ("uso6", 0x40),
             ]
         );
+        // The compiler knows the bits without libc; libc has them from if_tun.h.
+        let libc_bits = [
+            libc::TUN_F_CSUM,
+            libc::TUN_F_TSO4,
+            libc::TUN_F_TSO6,
+            libc::TUN_F_TSO_ECN,
+            libc::TUN_F_UFO,
+            libc::TUN_F_USO4,
+            libc::TUN_F_USO6,
+        ];
+        assert!(values.iter().map(|(_, bits)| *bits).eq(libc_bits));
         let uso = TapOffloads::CSUM | TapOffloads::USO4 | TapOffloads::USO6;
         assert_eq!(uso.to_string(), "csum|uso4|uso6");
         assert_eq!(TapOffloads::from_name("tso-ecn"), Some(TapOffloads::TSO_ECN));

@@ -4,31 +4,41 @@
 //! With VERSION_1 the header is always the 12-byte `virtio_net_hdr_mrg_rxbuf`, whether
 //! or not MRG_RXBUF is negotiated; it is also what the TAP reads and writes.
 
+use std::mem::offset_of;
+
+use virtio_bindings::virtio_net::{
+    virtio_net_hdr_mrg_rxbuf, VIRTIO_NET_HDR_F_DATA_VALID, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_F_RSC_INFO,
+    VIRTIO_NET_HDR_GSO_ECN, VIRTIO_NET_HDR_GSO_NONE, VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6,
+    VIRTIO_NET_HDR_GSO_UDP, VIRTIO_NET_HDR_GSO_UDP_L4,
+};
+
 use super::feature::*;
 use crate::devices::virtio::features::has;
 
 /// Length of the header: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset,
-/// num_buffers.
-pub const HDR_LEN: usize = 12;
+/// num_buffers (`virtio_net_hdr_mrg_rxbuf`; the TAP is set to the same length).
+pub use crate::host::VNET_HDR_LEN as HDR_LEN;
 
 /// Offset of `num_buffers` in the header.
-pub const NUM_BUFFERS_OFFSET: usize = 10;
+pub const NUM_BUFFERS_OFFSET: usize = offset_of!(virtio_net_hdr_mrg_rxbuf, num_buffers);
+
+// The header's flags and GSO types are bytes; the bindings give them as u32.
 
 /// `flags`: the device must complete the checksum at csum_start + csum_offset.
-pub const F_NEEDS_CSUM: u8 = 1;
+pub const F_NEEDS_CSUM: u8 = VIRTIO_NET_HDR_F_NEEDS_CSUM as u8;
 /// `flags`: the checksum is known good (device to driver only).
-pub const F_DATA_VALID: u8 = 2;
+pub const F_DATA_VALID: u8 = VIRTIO_NET_HDR_F_DATA_VALID as u8;
 /// `flags`: RSC information in the header (device to driver only).
-pub const F_RSC_INFO: u8 = 4;
+pub const F_RSC_INFO: u8 = VIRTIO_NET_HDR_F_RSC_INFO as u8;
 
-pub const GSO_NONE: u8 = 0;
-pub const GSO_TCPV4: u8 = 1;
-pub const GSO_UDP: u8 = 3;
-pub const GSO_TCPV6: u8 = 4;
+pub const GSO_NONE: u8 = VIRTIO_NET_HDR_GSO_NONE as u8;
+pub const GSO_TCPV4: u8 = VIRTIO_NET_HDR_GSO_TCPV4 as u8;
+pub const GSO_UDP: u8 = VIRTIO_NET_HDR_GSO_UDP as u8;
+pub const GSO_TCPV6: u8 = VIRTIO_NET_HDR_GSO_TCPV6 as u8;
 /// UDP segmentation (USO), Linux 6.2+.
-pub const GSO_UDP_L4: u8 = 5;
+pub const GSO_UDP_L4: u8 = VIRTIO_NET_HDR_GSO_UDP_L4 as u8;
 /// Flag in `gso_type`: TSO with ECN (the CWR bit) set.
-pub const GSO_ECN: u8 = 0x80;
+pub const GSO_ECN: u8 = VIRTIO_NET_HDR_GSO_ECN as u8;
 
 /// A decoded virtio-net header (little-endian fields, virtio 1.x).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
