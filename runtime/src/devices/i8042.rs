@@ -1,8 +1,12 @@
-//! The i8042 keyboard controller, reduced to what a guest uses to reboot: writing
-//! command 0xfe (pulse the reset line) to port 0x64. vmc ends the VM instead of
-//! rebooting ([`StopReason::Reset`]). The controller reports no data and no keyboard.
+//! The i8042 keyboard controller, reduced to what a guest uses to reboot: vm-superio's
+//! `I8042Device`, which knows only command 0xfe (pulse the reset line) written to port
+//! 0x64. vmc ends the VM instead of rebooting ([`StopReason::Reset`]). The controller
+//! reports no data and no keyboard: every read is 0.
 
+use std::convert::Infallible;
 use std::sync::Arc;
+
+use vm_superio::{I8042Device, Trigger};
 
 use crate::vm::{BusDevice, RunControl, StopReason};
 
@@ -10,33 +14,66 @@ use crate::vm::{BusDevice, RunControl, StopReason};
 pub const I8042_DATA_PORT: u64 = 0x60;
 /// Number of ports decoded from [`I8042_DATA_PORT`].
 pub const I8042_PORTS: u64 = 5;
-/// Offset of the command/status port (0x64).
-const COMMAND_OFFSET: u64 = 4;
-/// The "pulse reset line" command.
-pub const CMD_RESET_CPU: u8 = 0xfe;
 
-/// The reset line of the keyboard controller.
+/// The reset line: asks the VM to stop.
+#[derive(Debug)]
+struct ResetLine(Arc<RunControl>);
+
+impl Trigger for ResetLine {
+    type E = Infallible;
+
+    fn trigger(&self) -> Result<(), Infallible> {
+        self.0.request_stop(StopReason::Reset);
+        Ok(())
+    }
+}
+
+/// The keyboard controller on the port bus.
 #[derive(Debug)]
 pub struct I8042 {
-    control: Arc<RunControl>,
+    device: I8042Device<ResetLine>,
 }
 
 impl I8042 {
     /// A controller whose reset line stops the VM behind `control`.
     pub fn new(control: Arc<RunControl>) -> Self {
-        Self { control }
+        Self {
+            device: I8042Device::new(ResetLine(control)),
+        }
     }
 }
 
 impl BusDevice for I8042 {
-    fn read(&mut self, _offset: u64, data: &mut [u8]) {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
         // Status 0: output buffer empty, input buffer empty; data 0.
-        data.fill(0);
+        let value = self.device.read(offset as u8);
+        data.fill(value);
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        if offset == COMMAND_OFFSET && data.first() == Some(&CMD_RESET_CPU) {
-            self.control.request_stop(StopReason::Reset);
+        // The bus hands offsets 0..I8042_PORTS; a wider access is its first byte.
+        if let Some(&value) = data.first() {
+            let Ok(()) = self.device.write(offset as u8, value);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_0xfe_on_the_command_port_pulls_the_reset_line() {
+        let control = Arc::new(RunControl::new().unwrap());
+        let mut i8042 = I8042::new(control.clone());
+        let mut status = [0xff; 2];
+        i8042.read(4, &mut status);
+        assert_eq!(status, [0, 0]);
+        i8042.write(0, &[0xfe]);
+        i8042.write(4, &[0xfd]);
+        i8042.write(4, &[]);
+        assert_eq!(control.reason(), None);
+        i8042.write(4, &[0xfe, 0x00]);
+        assert_eq!(control.reason(), Some(StopReason::Reset));
     }
 }
