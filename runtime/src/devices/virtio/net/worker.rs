@@ -109,21 +109,28 @@ impl Chain {
     }
 }
 
-/// The next chain: `Ok(None)` when the ring is empty, `Ok(Some(Err(head)))` for a chain
-/// to return unused because it is malformed.
-fn next_chain(
-    queue: &mut Queue,
-    mem: &GuestMemoryMmap,
-    indirect_ok: bool,
-    writable: bool,
-) -> Result<Option<Result<Chain, u16>>, Fatal> {
+/// What the available ring holds next.
+enum Next {
+    /// Nothing: the driver has made no more buffers available.
+    Empty,
+    /// A chain whose descriptors passed the checks.
+    Chain(Chain),
+    /// A malformed chain (an indirect table that was not negotiated, a loop, a next
+    /// index outside the table, a descriptor of the wrong direction or outside guest
+    /// memory, more descriptors than the queue has): its head, to return it unused.
+    Malformed(u16),
+}
+
+/// The next chain on the available ring, taken off it; `Fatal` when the ring itself
+/// cannot be trusted (the available index ran ahead, or a head outside the queue).
+fn next_chain(queue: &mut Queue, mem: &GuestMemoryMmap, indirect_ok: bool, writable: bool) -> Result<Next, Fatal> {
     let chain = match queue.iter(mem) {
         Ok(mut available) => available.next(),
         // The available index ran more than a queue's length ahead.
         Err(_) => return Err(Fatal),
     };
     let Some(chain) = chain else {
-        return Ok(None);
+        return Ok(Next::Empty);
     };
     let head = chain.head_index();
     if head >= queue.size() {
@@ -135,7 +142,7 @@ fn next_chain(
         let flags_at = GuestAddress(queue.desc_table()).checked_add(u64::from(head) * 16 + 12);
         let flags: Option<u16> = flags_at.and_then(|at| mem.read_obj(at).ok());
         if flags.is_none_or(|flags| u32::from(u16::from_le(flags)) & VRING_DESC_F_INDIRECT != 0) {
-            return Ok(Some(Err(head)));
+            return Ok(Next::Malformed(head));
         }
     }
     let limit = usize::from(queue.size());
@@ -153,8 +160,19 @@ fn next_chain(
         && descs
             .iter()
             .all(|d| d.is_write_only() == writable && GuestMemoryBackend::check_range(mem, d.addr(), d.len() as usize));
-    Ok(Some(if valid { Ok(Chain { head, descs }) } else { Err(head) }))
+    Ok(if valid {
+        Next::Chain(Chain { head, descs })
+    } else {
+        Next::Malformed(head)
+    })
 }
+
+// Chains are copied by hand rather than with virtio-queue's `Reader`/`Writer`: those are
+// built from the chain's iterator, which ends quietly on a loop or a bad next index and
+// skips descriptors of the other direction, so the checks above would need a second walk
+// of a table the guest can rewrite in between; `Writer` marks pages only in vm-memory's
+// own bitmap, not in [`DirtyBitmap`], and tells no guest addresses; and `Reader` copies,
+// where transmit hands guest memory to `writev` as it is.
 
 /// Copies `out.len()` bytes from the chain's buffers, starting `offset` bytes in.
 fn read_chain(mem: &GuestMemoryMmap, descs: &[Descriptor], offset: usize, out: &mut [u8]) -> bool {
@@ -374,15 +392,13 @@ impl Worker {
         loop {
             while budget > 0 {
                 budget -= 1;
-                let Some(chain) = next_chain(&mut p.tx, &p.mem, indirect_ok, false)? else {
-                    break;
-                };
-                let head = match chain {
-                    Ok(chain) => {
+                let head = match next_chain(&mut p.tx, &p.mem, indirect_ok, false)? {
+                    Next::Empty => break,
+                    Next::Chain(chain) => {
                         transmit(p, &chain);
                         chain.head
                     }
-                    Err(head) => {
+                    Next::Malformed(head) => {
                         NetCounters::inc(&p.counters.bad_descriptors);
                         head
                     }
@@ -493,13 +509,11 @@ impl Worker {
             // One chain per frame, num_buffers 1. Malformed chains are returned unused.
             frame[NUM_BUFFERS_OFFSET..HDR_LEN].copy_from_slice(&1u16.to_le_bytes());
             for _ in 0..size {
-                let Some(chain) = next_chain(&mut p.rx, &p.mem, indirect_ok, true)? else {
-                    return Ok(Delivery::NoBuffers);
-                };
-                let chain = match chain {
+                let chain = match next_chain(&mut p.rx, &p.mem, indirect_ok, true)? {
+                    Next::Empty => return Ok(Delivery::NoBuffers),
                     // Not even room for the header: malformed, not merely small.
-                    Ok(chain) if chain.capacity() >= HDR_LEN => chain,
-                    Ok(Chain { head, .. }) | Err(head) => {
+                    Next::Chain(chain) if chain.capacity() >= HDR_LEN => chain,
+                    Next::Chain(Chain { head, .. }) | Next::Malformed(head) => {
                         NetCounters::inc(&counters.bad_descriptors);
                         p.rx.add_used(&p.mem, head, 0).map_err(|_| Fatal)?;
                         *used = true;
@@ -541,19 +555,19 @@ impl Worker {
                 NetCounters::inc(&counters.rx_dropped_too_big);
                 return Ok(Delivery::Dropped);
             }
-            let Some(chain) = next_chain(&mut p.rx, &p.mem, indirect_ok, true)? else {
-                for _ in 0..taken.len() {
-                    p.rx.go_to_previous_position();
+            let (head, chain) = match next_chain(&mut p.rx, &p.mem, indirect_ok, true)? {
+                Next::Empty => {
+                    for _ in 0..taken.len() {
+                        p.rx.go_to_previous_position();
+                    }
+                    return Ok(Delivery::NoBuffers);
                 }
-                return Ok(Delivery::NoBuffers);
-            };
-            let (head, chain) = match chain {
                 // The header must fit in the first buffer; every buffer holds something.
-                Ok(chain) if chain.capacity() >= if taken.is_empty() { HDR_LEN } else { 1 } => {
+                Next::Chain(chain) if chain.capacity() >= if taken.is_empty() { HDR_LEN } else { 1 } => {
                     (chain.head, Some(chain))
                 }
-                Ok(chain) => (chain.head, None),
-                Err(head) => (head, None),
+                Next::Chain(chain) => (chain.head, None),
+                Next::Malformed(head) => (head, None),
             };
             let Some(chain) = chain else {
                 // A malformed chain: return it unused. The ring has moved past it, so a
