@@ -1,5 +1,5 @@
-//! The hash contract (DESIGN.md), driven through the property schema so that every new
-//! property is covered without editing this file.
+//! The hash contract (the README, "The hash, exactly"), driven through the property
+//! schema so that every new property is covered without editing this file.
 //!
 //! * Same guest-visible values -> same hash, whatever the spelling of the spec.
 //! * Any guest-visible difference -> a different hash.

@@ -101,12 +101,6 @@ pub struct MachineType {
     pub net: Vec<(&'static Property, Default)>,
 }
 
-impl MachineType {
-    pub fn net_default(&self, name: &str) -> Option<Default> {
-        self.net.iter().find(|(p, _)| p.name == name).map(|(_, d)| *d)
-    }
-}
-
 pub fn names() -> impl Iterator<Item = &'static str> {
     MACHINE_TYPES.iter().map(|m| m.name)
 }

@@ -21,8 +21,6 @@ use crate::vm::layout::HIMEM_START;
 
 /// `boot_flag`: the 0xAA55 signature.
 pub const BOOT_FLAG: u16 = 0xaa55;
-/// `header`: "HdrS".
-pub const HDRS_MAGIC: u32 = 0x5372_6448;
 /// `type_of_loader` for a loader without an assigned id.
 pub const LOADER_TYPE_UNDEFINED: u8 = 0xff;
 /// `loadflags` bit: the protected-mode kernel is loaded at 1 MiB.
@@ -31,8 +29,6 @@ pub const LOADED_HIGH: u8 = 0x01;
 pub const CAN_USE_HEAP: u8 = 0x80;
 /// `xloadflags` bit: the kernel has the 64-bit entry at load address + 0x200.
 pub const XLF_KERNEL_64: u16 = 0x01;
-/// `xloadflags` bit: the kernel, boot_params, cmdline and initrd may be above 4 GiB.
-pub const XLF_CAN_BE_LOADED_ABOVE_4G: u16 = 0x02;
 /// Offset of the 64-bit entry from the load address.
 pub const STARTUP_64_OFFSET: u64 = 0x200;
 /// `initrd_addr_max` for protocols before 2.03.

@@ -40,7 +40,6 @@ impl Trigger for EventFdTrigger {
 /// The console UART.
 pub struct SerialConsole {
     uart: Serial<EventFdTrigger, vm_superio::serial::NoEvents, Box<dyn Write + Send>>,
-    errors: u64,
 }
 
 impl SerialConsole {
@@ -49,23 +48,12 @@ impl SerialConsole {
         let irq = EventFdTrigger(EventFd::new(EFD_NONBLOCK)?);
         Ok(Self {
             uart: Serial::new(irq, out),
-            errors: 0,
         })
     }
 
     /// The interrupt eventfd (to register as an irqfd).
     pub fn irq_eventfd(&self) -> &EventFd {
         &self.uart.interrupt_evt().0
-    }
-
-    /// Writes that failed on the output side (they are dropped, never fatal).
-    pub fn output_errors(&self) -> u64 {
-        self.errors
-    }
-
-    /// Queues bytes for the guest to read (console input).
-    pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
-        self.uart.enqueue_raw_bytes(bytes).unwrap_or(0)
     }
 }
 
@@ -157,9 +145,8 @@ impl BusDevice for SerialConsole {
 
     fn write(&mut self, offset: u64, data: &[u8]) {
         if let (Some(&value), Ok(reg)) = (data.first(), u8::try_from(offset)) {
-            if self.uart.write(reg, value).is_err() {
-                self.errors += 1;
-            }
+            // Output that cannot be written is dropped, never fatal.
+            let _ = self.uart.write(reg, value);
         }
     }
 }

@@ -67,9 +67,6 @@ pub const TUN_PATH: &str = "/dev/net/tun";
 /// `num_buffers` (flags, gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers).
 pub const VNET_HDR_LEN: usize = std::mem::size_of::<virtio_bindings::virtio_net::virtio_net_hdr_mrg_rxbuf>();
 
-/// Longest interface name the kernel takes (IFNAMSIZ 16, including the NUL).
-pub const MAX_NAME_LEN: usize = vmc_compiler::limits::MAX_INTERFACE_NAME;
-
 /// What vmc needs from Linux's `if_tun.h`, `ethtool.h` and `if.h` that libc does not
 /// define; everything else (the `IFF_*` flags, the `TUN*` ioctls, `TUN_F_*`, `ifreq`,
 /// the new mount API's constants) comes from libc.

@@ -2,8 +2,8 @@
 //! (serial output, number formatting, command-line parsing, MMIO access).
 //!
 //! Everything is plain integer code, port I/O and MMIO, because guest kernel-mode code
-//! may be emulated instruction by instruction (see DESIGN.md, "Testing on these
-//! machines"). The library routines are emitted once, after the program, and called.
+//! may be emulated instruction by instruction (see the README, "The self-test guest").
+//! The library routines are emitted once, after the program, and called.
 //!
 //! Known gap of that emulation (measured under kvm_pvm): `iret` in protected mode is
 //! an emulation failure, so interrupt handlers return with `popfd` + `ret 8` instead

@@ -28,8 +28,6 @@ pub const MMIO_HOLE_END: u64 = 0x1_0000_0000;
 pub const VIRTIO_MMIO_WINDOW_START: u64 = 0xfeb0_0000;
 /// End (exclusive) of the virtio-mmio device window.
 pub const VIRTIO_MMIO_WINDOW_END: u64 = 0xfeb0_1000;
-/// Size of one virtio-mmio slot.
-pub const VIRTIO_MMIO_SLOT_SIZE: u64 = 0x200;
 
 /// KVM's identity-map page (`KVM_SET_IDENTITY_MAP_ADDR`), one page inside the hole.
 pub const KVM_IDENTITY_MAP_ADDR: u64 = 0xfffb_c000;

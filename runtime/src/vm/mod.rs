@@ -44,7 +44,8 @@ use crate::devices::serial::{SerialConsole, COM1_IRQ, COM1_PORT, UART_PORTS};
 use crate::devices::virtio::net::Net;
 use crate::devices::virtio::MmioTransport;
 
-/// What the VM is made of. The ABI document will fill this in; for now it is plain.
+/// What the VM is made of: `vmc run` fills it in from the ABI document (memory, vCPUs,
+/// CPUID masks); tests build it directly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
     /// Guest RAM in bytes (a multiple of 4 KiB, at least 2 MiB).

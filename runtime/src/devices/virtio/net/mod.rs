@@ -280,10 +280,6 @@ impl Net {
         self.dirty = Some(dirty);
     }
 
-    pub fn config(&self) -> &NetConfig {
-        &self.config
-    }
-
     /// The TAP the device uses.
     pub fn tap(&self) -> &Tap {
         &self.tap
@@ -297,11 +293,6 @@ impl Net {
     /// The live counters, to read after the device is gone or from another thread.
     pub fn counters(&self) -> Arc<NetCounters> {
         self.counters.clone()
-    }
-
-    /// The features the driver negotiated, while the device is active.
-    pub fn negotiated_features(&self) -> Option<u64> {
-        self.negotiated
     }
 
     /// The offloads set on the TAP at DRIVER_OK (NONE while inactive).
