@@ -15,10 +15,11 @@ use std::sync::{Arc, Mutex};
 
 use kvm_ioctls::IoEventAddress;
 
-use crate::devices::virtio::net::{Net, NetConfig, NetCounters};
+use crate::devices::virtio::mmio::TransportError;
+use crate::devices::virtio::net::{Net, NetConfig, NetCounters, NetError};
 use crate::devices::virtio::{EventFdInterrupt, MmioTransport, MMIO_SIZE, QUEUE_NOTIFY_OFFSET};
 use crate::host::files::{self, ReadError};
-use crate::host::tap::Tap;
+use crate::host::tap::{Tap, TapError};
 use crate::vm::cpuid::CpuidMask;
 use crate::vm::{ExitStats, RunOutcome, SignalMark, StopReason, Vm, VmConfig, VmError};
 
@@ -58,8 +59,12 @@ pub enum RunError {
     #[error("this runtime cannot build the ABI: {0}")]
     Unsupported(String),
     /// A device could not be built or attached.
-    #[error("device `{device}`: {why}")]
-    Device { device: String, why: String },
+    #[error("device `{device}`: {source}")]
+    Device {
+        device: String,
+        #[source]
+        source: DeviceError,
+    },
     #[error(transparent)]
     Vm(#[from] VmError),
     /// The snapshot could not be restored; nothing ran.
@@ -77,6 +82,49 @@ pub enum RunError {
         path: String,
         #[source]
         source: std::io::Error,
+    },
+}
+
+/// Why a device of the document could not be built or attached to the VM.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// A property's value does not fit the device's register.
+    #[error("{property} is out of range")]
+    OutOfRange { property: &'static str },
+    /// The device's configuration is one it cannot honour.
+    #[error(transparent)]
+    Config(#[from] NetError),
+    /// The document's host section names no TAP for the device.
+    #[error("the document's host section names no TAP for it")]
+    NoTap,
+    /// The TAP could not be opened or created.
+    #[error(transparent)]
+    Tap(#[from] TapError),
+    /// The virtio-mmio transport refused the device.
+    #[error("virtio-mmio transport: {0}")]
+    Transport(#[from] TransportError),
+    /// The device's slot in the document is smaller than the transport's registers.
+    #[error("its slot of {size:#x} bytes is smaller than the transport's registers")]
+    SlotTooSmall { size: u64 },
+    /// KVM lacks the in-kernel irqchip with irqfd that virtio interrupts go through.
+    #[error("virtio devices need KVM's in-kernel irqchip with irqfd, which this host lacks")]
+    NoIrqfd,
+    /// The interrupt's eventfd could not be created.
+    #[error("interrupt eventfd: {0}")]
+    InterruptEventFd(#[source] std::io::Error),
+    /// `KVM_IRQFD` failed.
+    #[error("KVM_IRQFD on IRQ {irq}: {source}")]
+    Irqfd {
+        irq: u32,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// `KVM_IOEVENTFD` failed for a queue's notification address.
+    #[error("KVM_IOEVENTFD for queue {queue}: {source}")]
+    Ioeventfd {
+        queue: u32,
+        #[source]
+        source: kvm_ioctls::Error,
     },
 }
 
@@ -386,13 +434,17 @@ fn attach_net(
     device: &vmc_compiler::NetDevice,
     progress: Option<Progress>,
 ) -> Result<Arc<NetCounters>, RunError> {
-    let fail = |why: String| RunError::Device {
+    let fail = |source: DeviceError| RunError::Device {
         device: device.id.clone(),
-        why,
+        source,
     };
     let u16_value = |property: &Property| {
         let value = device.value(property).and_then(|v| v.as_integer()).unwrap_or(0);
-        u16::try_from(value).map_err(|_| fail(format!("{} is out of range", property.name)))
+        u16::try_from(value).map_err(|_| {
+            fail(DeviceError::OutOfRange {
+                property: property.name,
+            })
+        })
     };
     let config = NetConfig {
         features: device.feature_word(),
@@ -402,41 +454,35 @@ fn attach_net(
         tx_queue_size: u16_value(schema::TX_QUEUE_SIZE)?,
     };
     if !vm.features().irqfd {
-        return Err(fail(
-            "virtio devices need KVM's in-kernel irqchip with irqfd, which this host lacks".into(),
-        ));
+        return Err(fail(DeviceError::NoIrqfd));
     }
-    let tap_name = doc
-        .host
-        .tap(&device.id)
-        .ok_or_else(|| fail("the document's host section names no TAP for it".into()))?;
-    let tap = Tap::open_or_create(tap_name).map_err(|e| fail(e.to_string()))?;
-    let mut net = Net::new(config, tap).map_err(|e| fail(e.to_string()))?;
+    let tap_name = doc.host.tap(&device.id).ok_or_else(|| fail(DeviceError::NoTap))?;
+    let tap = Tap::open_or_create(tap_name).map_err(|e| fail(e.into()))?;
+    let mut net = Net::new(config, tap).map_err(|e| fail(e.into()))?;
     net.track_writes(vm.dirty_bitmap());
     if let Some(progress) = progress {
         let id = device.id.clone();
         net.set_notice(Arc::new(move |line: &str| progress(&format!("{id}: {line}"))));
     }
     let counters = net.counters();
-    let irq = Arc::new(EventFdInterrupt::new().map_err(|e| fail(format!("interrupt eventfd: {e}")))?);
-    vm.vm_fd()
-        .register_irqfd(irq.eventfd(), device.irq)
-        .map_err(|e| fail(format!("KVM_IRQFD on IRQ {}: {e}", device.irq)))?;
-    let transport =
-        MmioTransport::new(net, vm.memory().clone(), irq).map_err(|e| fail(format!("virtio-mmio transport: {e}")))?;
+    let irq = Arc::new(EventFdInterrupt::new().map_err(|e| fail(DeviceError::InterruptEventFd(e)))?);
+    vm.vm_fd().register_irqfd(irq.eventfd(), device.irq).map_err(|source| {
+        fail(DeviceError::Irqfd {
+            irq: device.irq,
+            source,
+        })
+    })?;
+    let transport = MmioTransport::new(net, vm.memory().clone(), irq).map_err(|e| fail(e.into()))?;
     if vm.features().ioeventfd {
         let notify = IoEventAddress::Mmio(device.mmio_base + QUEUE_NOTIFY_OFFSET);
         for (queue, event) in transport.queue_notify_events() {
             vm.vm_fd()
                 .register_ioevent(event, &notify, queue)
-                .map_err(|e| fail(format!("KVM_IOEVENTFD for queue {queue}: {e}")))?;
+                .map_err(|source| fail(DeviceError::Ioeventfd { queue, source }))?;
         }
     }
     if device.mmio_size < MMIO_SIZE {
-        return Err(fail(format!(
-            "its slot of {:#x} bytes is smaller than the transport's registers",
-            device.mmio_size
-        )));
+        return Err(fail(DeviceError::SlotTooSmall { size: device.mmio_size }));
     }
     vm.add_net_device(
         &device.id,
@@ -514,5 +560,38 @@ impl FirstByte {
             self.control.request_stop(StopReason::ConsoleClosed);
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_device_error_keeps_its_kind_and_its_message() {
+        let tap = TapError::InvalidName {
+            name: "a/b".into(),
+            reason: "no slash".into(),
+        };
+        let error = RunError::Device {
+            device: "net0".into(),
+            source: DeviceError::Tap(tap.clone()),
+        };
+        assert_eq!(error.to_string(), format!("device `net0`: {tap}"));
+        assert!(matches!(
+            error,
+            RunError::Device {
+                source: DeviceError::Tap(TapError::InvalidName { .. }),
+                ..
+            }
+        ));
+        let error = RunError::Device {
+            device: "net0".into(),
+            source: DeviceError::SlotTooSmall { size: 0x100 },
+        };
+        assert_eq!(
+            error.to_string(),
+            "device `net0`: its slot of 0x100 bytes is smaller than the transport's registers"
+        );
     }
 }
