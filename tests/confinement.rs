@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::NetNs;
 use support::vmm::{last_count, Vmm};
-use support::{require_host_access, stderr, stdout, vmc, Scratch};
+use support::{require, stderr, stdout, vmc, Scratch};
 
 /// The self-test guest's spec (`count`: the count-mode one) with `extra` on its command
 /// line, compiled for linux-6.9.
@@ -72,9 +72,7 @@ fn status_field(status: &str, key: &str) -> String {
 
 #[test]
 fn the_selftest_passes_confined_as_nobody_and_every_thread_is_confined() {
-    if !require_host_access("the_selftest_passes_confined_as_nobody_and_every_thread_is_confined") {
-        return;
-    }
+    require!(support::host_access());
     let s = Scratch::new("confined");
     let ns = NetNs::create();
     let plain = abi(&s, "plain", false, "");
@@ -135,9 +133,7 @@ fn the_selftest_passes_confined_as_nobody_and_every_thread_is_confined() {
 
 #[test]
 fn timeouts_exit_statuses_and_a_closed_console_are_told_apart() {
-    if !require_host_access("timeouts_exit_statuses_and_a_closed_console_are_told_apart") {
-        return;
-    }
+    require!(support::host_access());
     let s = Scratch::new("endings");
     let ns = NetNs::create();
     let status = s.path("status.json");
@@ -219,9 +215,7 @@ fn wait_output(mut child: std::process::Child, limit: Duration) -> std::process:
 
 #[test]
 fn hostile_guests_end_cleanly_or_are_stopped_and_vmc_never_hangs() {
-    if !require_host_access("hostile_guests_end_cleanly_or_are_stopped_and_vmc_never_hangs") {
-        return;
-    }
+    require!(support::host_access());
     let s = Scratch::new("hostile");
     let ns = NetNs::create();
     let status = s.path("status.json");

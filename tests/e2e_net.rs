@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::NetNs;
-use support::{stderr, vmc, Scratch};
+use support::{require, stderr, vmc, Scratch};
 
 const TAP: &str = "vmc-st0";
 const HOST_MAC: &str = "02:00:00:00:00:01";
@@ -236,16 +236,12 @@ fn run_selftest(platform: &str, uso: bool) {
 
 #[test]
 fn uso_end_to_end_on_linux_6_9() {
-    if !support::require_host_access("uso_end_to_end_on_linux_6_9") {
-        return;
-    }
+    require!(support::host_access());
     run_selftest("linux-6.9", true);
 }
 
 #[test]
 fn no_uso_end_to_end_on_linux_5_15() {
-    if !support::require_host_access("no_uso_end_to_end_on_linux_5_15") {
-        return;
-    }
+    require!(support::host_access());
     run_selftest("linux-5.15", false);
 }

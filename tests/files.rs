@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{require_host_access, stderr, stdout, vmc, Scratch};
+use support::{available, require, stderr, stdout, vmc, Scratch};
 
 const VMC: &str = env!("CARGO_BIN_EXE_vmc");
 /// What a refusal may take at most; a blocking read would take the whole timeout.
@@ -496,9 +496,7 @@ fn an_oversized_input_is_refused_from_its_size_without_reading_it() {
 
 #[test]
 fn a_kernel_or_initrd_that_is_not_a_regular_file_within_guest_memory_is_refused_quickly() {
-    if !require_host_access("a_kernel_or_initrd_that_is_not_a_regular_file_within_guest_memory_is_refused_quickly") {
-        return;
-    }
+    require!(support::host_access());
     let h = hostile_inputs("files-boot-hostile");
     let s = Scratch::new("files-boot");
     let kernel = s.path("selftest.elf").display().to_string();
@@ -611,9 +609,10 @@ fn host_printing_commands(s: &Scratch) -> Vec<Vec<String>> {
     .collect()
 }
 
-fn all_printing_commands(s: &Scratch, test: &str) -> Vec<Vec<String>> {
+/// Every printing command; with `host_access`, the ones that measure the host too.
+fn all_printing_commands(s: &Scratch, host_access: bool) -> Vec<Vec<String>> {
     let mut commands = printing_commands(s);
-    if require_host_access(test) {
+    if host_access {
         commands.extend(host_printing_commands(s));
     }
     commands
@@ -622,7 +621,7 @@ fn all_printing_commands(s: &Scratch, test: &str) -> Vec<Vec<String>> {
 #[test]
 fn a_pipe_closed_by_its_reader_ends_every_command_quietly() {
     let s = Scratch::new("files-epipe");
-    for args in all_printing_commands(&s, "a_pipe_closed_by_its_reader_ends_every_command_quietly") {
+    for args in all_printing_commands(&s, available!(support::host_access())) {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
@@ -636,10 +635,7 @@ fn a_pipe_closed_by_its_reader_ends_every_command_quietly() {
 #[test]
 fn standard_output_on_dev_full_is_an_error_with_exit_2_for_every_command() {
     let s = Scratch::new("files-full");
-    for args in all_printing_commands(
-        &s,
-        "standard_output_on_dev_full_is_an_error_with_exit_2_for_every_command",
-    ) {
+    for args in all_printing_commands(&s, available!(support::host_access())) {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let full = fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
         let (o, _) = vmc_bounded_to(&args, full.into());

@@ -3,15 +3,13 @@
 
 mod support;
 
-use support::{require_host_access, stderr, stdout, vmc, Scratch};
+use support::{require, stderr, stdout, vmc, Scratch};
 
 const V1_SPEC: &str = "vm \"small\" {\n    cpu-model \"x86-64-v1\"\n    net \"net0\"\n}\n";
 
 #[test]
 fn probe_prints_a_platform_document_of_this_host() {
-    if !require_host_access("probe_prints_a_platform_document_of_this_host") {
-        return;
-    }
+    require!(support::host_access());
     let o = vmc(&["probe", "--name", "this-host"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let text = stdout(&o);
@@ -65,9 +63,7 @@ fn probe_prints_a_platform_document_of_this_host() {
 
 #[test]
 fn platforms_host_says_which_platforms_this_host_supports() {
-    if !require_host_access("platforms_host_says_which_platforms_this_host_supports") {
-        return;
-    }
+    require!(support::host_access());
     let s = Scratch::new("platforms-host");
     // A platform no host has: it must be reported unsupported, with what is missing.
     s.write(
@@ -101,9 +97,7 @@ fn platforms_host_says_which_platforms_this_host_supports() {
 
 #[test]
 fn compile_without_a_platform_uses_the_newest_this_host_supports() {
-    if !require_host_access("compile_without_a_platform_uses_the_newest_this_host_supports") {
-        return;
-    }
+    require!(support::host_access());
     let s = Scratch::new("default-platform");
     let spec = s.write("small.kdl", V1_SPEC);
     let o = vmc(&["compile", &spec]);
@@ -138,9 +132,7 @@ fn compile_without_a_platform_uses_the_newest_this_host_supports() {
 
 #[test]
 fn check_names_every_missing_cpu_feature_and_accepts_what_the_host_can_run() {
-    if !require_host_access("check_names_every_missing_cpu_feature_and_accepts_what_the_host_can_run") {
-        return;
-    }
+    require!(support::host_access());
     let s = Scratch::new("check");
     let v4 = s.write("v4.kdl", V1_SPEC.replace("x86-64-v1", "x86-64-v4"));
     let v1 = s.write("v1.kdl", V1_SPEC);
@@ -172,9 +164,7 @@ fn the_host_cpu_model_takes_the_probed_features_and_is_not_migratable() {
         "{}",
         stderr(&o)
     );
-    if !require_host_access("the_host_cpu_model_takes_the_probed_features_and_is_not_migratable") {
-        return;
-    }
+    require!(support::host_access());
     let o = vmc(&["compile", &spec]);
     assert!(o.status.success(), "{}", stderr(&o));
     let o = vmc(&["show", "--json", &s.path("host.abi").display().to_string()]);

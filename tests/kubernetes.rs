@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::{json, Value as Json};
-use support::{repo, stderr, stdout, vmc, Scratch};
+use support::{repo, require, stderr, stdout, vmc, Scratch};
 use vmc_compiler::check::{self, Host, Part, Unmeasured};
 use vmc_compiler::{cpu, Platform, PlatformRegistry, SourceFile, TapOffload};
 
@@ -744,9 +744,9 @@ fn manifests() -> Vec<PathBuf> {
 
 /// The `kubernetes-validate` program (PyPI's `kubernetes-validate`, which carries
 /// Kubernetes' published JSON schemas and needs no network): $KUBERNETES_VALIDATE, the
-/// one `scripts/test.sh` installs under target/, or one on PATH. Without it a local run
-/// skips, saying so; under CI (CI=true) the test fails.
-fn kubernetes_validate(test: &str) -> Option<PathBuf> {
+/// one `scripts/test.sh` installs under target/, or one on PATH; or what is missing, a
+/// check for [`support::require!`].
+fn kubernetes_validate() -> Result<PathBuf, String> {
     let candidates = std::env::var_os("KUBERNETES_VALIDATE")
         .map(PathBuf::from)
         .into_iter()
@@ -762,15 +762,10 @@ fn kubernetes_validate(test: &str) -> Option<PathBuf> {
             .output()
             .is_ok_and(|o| o.status.success())
         {
-            return Some(c);
+            return Ok(c);
         }
     }
-    let why = "kubernetes-validate is not installed (scripts/test.sh installs it)";
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: {why} (CI=true: not skipping)");
-    }
-    eprintln!("SKIPPED {test}: {why}");
-    None
+    Err("kubernetes-validate is not installed (scripts/test.sh installs it)".to_string())
 }
 
 /// The Kubernetes versions whose schemas the manifests must satisfy: the oldest still
@@ -779,9 +774,7 @@ const KUBERNETES_VERSIONS: &[&str] = &["1.30.0", "1.34.0"];
 
 #[test]
 fn the_manifests_validate_against_kubernetes_schemas() {
-    let Some(validator) = kubernetes_validate("the_manifests_validate_against_kubernetes_schemas") else {
-        return;
-    };
+    let validator = require!(kubernetes_validate());
     for version in KUBERNETES_VERSIONS {
         let o = Command::new(&validator)
             .args(["--strict", "--kubernetes-version", version])

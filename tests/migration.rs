@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::NetNs;
 use support::vmm::{counts, last_count, Vmm, LIMIT};
-use support::{require_host_access, stderr, stdout, vmc, Scratch};
+use support::{require, stderr, stdout, vmc, Scratch};
 use vmc_runtime::migration::{Answer, Header, RecordWriter, STREAM_MAGIC};
 
 /// The counts are 1, 2, 3, … n.
@@ -79,9 +79,7 @@ fn failed(o: &std::process::Output) -> String {
 /// kind of bad snapshot is refused with a clear message before the guest runs.
 #[test]
 fn a_restored_snapshot_continues_the_count_and_bad_snapshots_are_refused() {
-    if !require_host_access("a_restored_snapshot_continues_the_count_and_bad_snapshots_are_refused") {
-        return;
-    }
+    require!(support::host_access());
     let s = Scratch::new("snapshot");
     let abi = abi_for_69(&s);
     let ns = NetNs::create();
@@ -206,9 +204,7 @@ fn two_hosts() -> (NetNs, NetNs) {
 /// and `vmc migrate` reports what it did.
 #[test]
 fn a_live_migration_over_tcp_continues_the_count_on_the_destination() {
-    if !require_host_access("a_live_migration_over_tcp_continues_the_count_on_the_destination") {
-        return;
-    }
+    require!(support::host_access());
     let s = Scratch::new("migrate");
     let abi = abi_for_69(&s);
     let (a, b) = two_hosts();
@@ -261,9 +257,7 @@ fn a_live_migration_over_tcp_continues_the_count_on_the_destination() {
 /// memory moves, both sides naming host-uso, and the source goes on counting.
 #[test]
 fn a_migration_to_a_different_abi_is_refused_and_the_source_keeps_running() {
-    if !require_host_access("a_migration_to_a_different_abi_is_refused_and_the_source_keeps_running") {
-        return;
-    }
+    require!(support::host_access());
     let s = Scratch::new("migrate-refused");
     let (abi_69, abi_515) = (abi_for_69(&s), count_abi(&s, "linux-5.15", None));
     let (a, b) = two_hosts();
@@ -303,9 +297,7 @@ fn a_migration_to_a_different_abi_is_refused_and_the_source_keeps_running() {
 /// The source keeps counting through all of its failures.
 #[test]
 fn migration_faults_leave_the_source_running_and_are_named() {
-    if !require_host_access("migration_faults_leave_the_source_running_and_are_named") {
-        return;
-    }
+    require!(support::host_access());
     let s = Scratch::new("migrate-faults");
     let abi = abi_for_69(&s);
     let ns = NetNs::create();

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value as Json};
+use support::require;
 use vmc_compiler::{cpu, lower, schema, AbiDocument, PlatformRegistry};
 
 /// How long QEMU may take to open its QMP socket, and to answer one command.
@@ -430,9 +431,7 @@ fn check_against_qemu(name: &str, doc: &AbiDocument, scratch: &support::Scratch,
 
 #[test]
 fn qemu_offers_exactly_the_abi_device_features_for_every_spec() {
-    if !support::require_qemu("qemu_offers_exactly_the_abi_device_features_for_every_spec") {
-        return;
-    }
+    require!(support::qemu());
     let registry = PlatformRegistry::builtin();
     let scratch = support::Scratch::new("qemu-features");
     let mut checked = Vec::new();
@@ -458,9 +457,7 @@ fn qemu_offers_exactly_the_abi_device_features_for_every_spec() {
 /// is what makes them equal. Dropping every explicit virtio property shows the difference.
 #[test]
 fn without_the_explicit_properties_qemu_would_offer_other_bits() {
-    if !support::require_qemu("without_the_explicit_properties_qemu_would_offer_other_bits") {
-        return;
-    }
+    require!(support::qemu());
     let registry = PlatformRegistry::builtin();
     let text = std::fs::read_to_string(support::repo().join("specs/web.kdl")).unwrap();
     let doc = support::compile_named("specs/web.kdl", &text, "linux-5.15", &registry).unwrap();
@@ -570,9 +567,7 @@ fn run_in_namespace(program: &str, args: &[String], taps: &[&str]) -> (String, O
 
 #[test]
 fn the_self_test_guest_sees_the_same_device_under_qemu_and_vmc_run() {
-    if !support::require_qemu("the_self_test_guest_sees_the_same_device_under_qemu_and_vmc_run") {
-        return;
-    }
+    require!(support::qemu());
     let s = support::Scratch::new("qemu-vs-vmc");
     let o = support::vmc(&["selftest-guest", "-o", &s.path("selftest.elf").display().to_string()]);
     assert!(o.status.success(), "{}", support::stderr(&o));

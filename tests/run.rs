@@ -3,7 +3,7 @@
 
 mod support;
 
-use support::{require_host_access, stderr, stdout, vmc, Scratch};
+use support::{available, require, stderr, stdout, vmc, Scratch};
 
 /// A scratch directory holding the self-test guest and a spec that boots it.
 fn selftest_dir(name: &str, cpu_model: &str, extra: &str) -> (Scratch, String) {
@@ -21,9 +21,7 @@ fn selftest_dir(name: &str, cpu_model: &str, extra: &str) -> (Scratch, String) {
 
 #[test]
 fn run_boots_the_self_test_guest_and_exits_with_its_code() {
-    if !require_host_access("run_boots_the_self_test_guest_and_exits_with_its_code") {
-        return;
-    }
+    require!(support::host_access());
     let (s, spec) = selftest_dir("run-plain", "x86-64-v1", "");
     let o = vmc(&["run", &spec, "--stats"]);
     assert_eq!(o.status.code(), Some(0), "{}\n{}", stdout(&o), stderr(&o));
@@ -43,9 +41,7 @@ fn run_boots_the_self_test_guest_and_exits_with_its_code() {
 
 #[test]
 fn run_and_check_refuse_a_cpu_model_this_host_lacks_with_the_same_reasons() {
-    if !require_host_access("run_and_check_refuse_a_cpu_model_this_host_lacks_with_the_same_reasons") {
-        return;
-    }
+    require!(support::host_access());
     let (_s, spec) = selftest_dir("run-v4", "x86-64-v4", "");
     let o = vmc(&["compile", &spec, "--platform", "linux-6.9"]);
     assert!(o.status.success());
@@ -80,7 +76,7 @@ fn run_refuses_an_edited_document_and_a_missing_kernel() {
     let o = vmc(&["run", &edited]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("stored hash does not match"), "{}", stderr(&o));
-    if require_host_access("run_refuses_an_edited_document_and_a_missing_kernel") {
+    if available!(support::host_access()) {
         let o = vmc(&["run", &abi.display().to_string()]);
         assert_eq!(o.status.code(), Some(2));
         assert!(stderr(&o).contains("cannot read the kernel"), "{}", stderr(&o));
@@ -89,9 +85,7 @@ fn run_refuses_an_edited_document_and_a_missing_kernel() {
 
 #[test]
 fn the_guest_sees_the_abi_cpu_features_and_none_kvm_was_told_to_hide() {
-    if !require_host_access("the_guest_sees_the_abi_cpu_features_and_none_kvm_was_told_to_hide") {
-        return;
-    }
+    require!(support::host_access());
     let (_s, spec) = selftest_dir("run-cpuid", "x86-64-v1", "");
     let abi = spec.replace(".kdl", ".abi");
     assert!(vmc(&["compile", &spec, "--platform", "linux-6.9"]).status.success());
@@ -133,9 +127,7 @@ fn the_guest_sees_the_abi_cpu_features_and_none_kvm_was_told_to_hide() {
 
 #[test]
 fn sigterm_stops_a_running_vm_cleanly_with_128_plus_the_signal() {
-    if !require_host_access("sigterm_stops_a_running_vm_cleanly_with_128_plus_the_signal") {
-        return;
-    }
+    require!(support::host_access());
     let (_s, spec) = selftest_dir("run-sigterm", "x86-64-v1", " selftest.spin");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vmc"))
         .args(["run", &spec])

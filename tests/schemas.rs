@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use support::vmm::Vmm;
-use support::{repo, require_host_access, stderr, stdout, vmc, Scratch};
+use support::{repo, require, stderr, stdout, vmc, Scratch};
 
 /// The outputs that have a schema: `schemas/NAME.schema.json` for each.
 const OUTPUTS: &[&str] = &[
@@ -341,9 +341,7 @@ fn place_of_every_golden_document_on_every_probe_file_matches_its_schema() {
 /// for its TAP).
 #[test]
 fn status_and_migrate_of_a_running_vm_match_their_schemas() {
-    if !require_host_access("status_and_migrate_of_a_running_vm_match_their_schemas") {
-        return;
-    }
+    require!(support::host_access());
     let s = Scratch::new("schemas-vm");
     let guest = s.path("selftest.elf");
     let o = vmc(&["selftest-guest", "-o", &path_str(&guest)]);

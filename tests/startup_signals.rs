@@ -7,7 +7,7 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{require_host_access, vmc, Scratch};
+use support::{require, vmc, Scratch};
 
 /// The TAP the spec names, inside the test's own network namespace.
 const TAP: &str = "vmcsig0";
@@ -62,10 +62,7 @@ fn catches(pid: u32, signal: u32) -> bool {
 
 #[test]
 fn sigterm_while_vmc_run_starts_exits_143_without_running_the_guest_or_leaving_a_tap() {
-    let test = "sigterm_while_vmc_run_starts_exits_143_without_running_the_guest_or_leaving_a_tap";
-    if !require_host_access(test) {
-        return;
-    }
+    require!(support::host_access());
     let s = Scratch::new("startup-sigterm");
     let o = vmc(&["selftest-guest", "-o", &s.path("selftest.elf").display().to_string()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::NetNs;
-use support::{stderr, vmc, Scratch};
+use support::{require, stderr, vmc, Scratch};
 use vmc_runtime::host::tap_offload_features;
 
 const TAP: &str = "vmc-st0";
@@ -88,10 +88,8 @@ fn collect(child: &mut std::process::Child) -> Arc<Mutex<String>> {
 
 #[test]
 fn sigterm_while_frames_flow_exits_143_and_leaves_the_tap_as_found() {
-    let test = "sigterm_while_frames_flow_exits_143_and_leaves_the_tap_as_found";
-    if !support::require_host_access(test) || !common::require_root_or_skip(test) {
-        return;
-    }
+    require!(support::host_access());
+    require!(support::root());
     let s = Scratch::new("tap-faults-sigterm");
     let abi = abi(&s);
     let ns = NetNs::create();

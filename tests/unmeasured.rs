@@ -11,7 +11,7 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Output};
 
-use support::{repo, require_host_access, stderr, stdout, vmc, Scratch};
+use support::{repo, require, stderr, stdout, vmc, Scratch};
 
 /// A spec with a virtio-net device: it needs TAP offloads, which nobody can measure (a
 /// TAP cannot be created without CAP_NET_ADMIN).
@@ -20,20 +20,15 @@ const NET_SPEC: &str = "vm \"n\" {\n    cpu-model \"x86-64-v1\"\n    net \"net0\
 const PLAIN_SPEC: &str = "vm \"p\" {\n    cpu-model \"x86-64-v1\"\n}\n";
 
 /// Whether this test can run vmc as an unprivileged user: it needs root (to drop to
-/// nobody) and `setpriv`. Skips with the reason otherwise, or fails under CI=true.
-fn can_drop_privileges(test: &str) -> bool {
-    let why = if support::effective_uid() != 0 {
-        "needs root"
+/// nobody) and `setpriv`. A check for [`require!`].
+fn can_drop_privileges() -> Result<(), String> {
+    if support::effective_uid() != 0 {
+        Err("needs root".to_string())
     } else if Command::new("setpriv").arg("--version").output().is_err() {
-        "needs setpriv (util-linux)"
+        Err("needs setpriv (util-linux)".to_string())
     } else {
-        return true;
-    };
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: {why} (CI=true: not skipping)");
+        Ok(())
     }
-    eprintln!("SKIPPED {test}: {why}");
-    false
 }
 
 /// Runs vmc as nobody, with no supplementary groups.
@@ -70,9 +65,7 @@ fn compiled(name: &str, spec: &str) -> (Scratch, String) {
 
 #[test]
 fn probe_as_an_unprivileged_user_lists_what_it_could_not_measure() {
-    if !can_drop_privileges("probe_as_an_unprivileged_user_lists_what_it_could_not_measure") {
-        return;
-    }
+    require!(can_drop_privileges());
     let o = vmc_as_nobody(&["probe", "--json"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -147,9 +140,7 @@ fn probe_as_an_unprivileged_user_lists_what_it_could_not_measure() {
 
 #[test]
 fn check_and_run_as_an_unprivileged_user_cannot_tell() {
-    if !can_drop_privileges("check_and_run_as_an_unprivileged_user_cannot_tell") {
-        return;
-    }
+    require!(can_drop_privileges());
     let (_s, abi) = compiled("unmeasured-check", NET_SPEC);
     let o = vmc_as_nobody(&["check", &abi]);
     assert_eq!(o.status.code(), Some(2), "{}{}", stdout(&o), stderr(&o));
@@ -192,9 +183,7 @@ fn check_and_run_as_an_unprivileged_user_cannot_tell() {
 
 #[test]
 fn platforms_host_and_compile_as_an_unprivileged_user_cannot_tell() {
-    if !can_drop_privileges("platforms_host_and_compile_as_an_unprivileged_user_cannot_tell") {
-        return;
-    }
+    require!(can_drop_privileges());
     let o = vmc_as_nobody(&["platforms", "--host"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
@@ -400,9 +389,7 @@ fn host_ram() -> u64 {
 
 #[test]
 fn check_and_run_warn_when_guest_memory_exceeds_host_ram() {
-    if !require_host_access("check_and_run_warn_when_guest_memory_exceeds_host_ram") {
-        return;
-    }
+    require!(support::host_access());
     let ram = host_ram();
     let s = Scratch::new("memory-warning");
     let mut codes = Vec::new();
@@ -444,9 +431,7 @@ fn check_and_run_warn_when_guest_memory_exceeds_host_ram() {
 
 #[test]
 fn an_unprivileged_check_still_warns_about_memory() {
-    if !can_drop_privileges("an_unprivileged_check_still_warns_about_memory") {
-        return;
-    }
+    require!(can_drop_privileges());
     let (_s, abi) = compiled("memory-nobody", &PLAIN_SPEC.replace("}\n", "    memory \"1TiB\"\n}\n"));
     let o = vmc_as_nobody(&["check", &abi]);
     let err = stderr(&o);

@@ -1,6 +1,10 @@
 //! The virtio-net harness reaches what it is meant to: a well-formed input sends a
 //! frame to the TAP and receives one from it (root; skipped otherwise).
 
+#[path = "../../tests/support/skip.rs"]
+mod skip;
+
+use skip::require;
 use vmc_fuzz::net::{run_with_stats, NetInput, RxChain, RxFrame, TxHeader, TxPacket};
 
 fn udp_frame() -> Vec<u8> {
@@ -19,10 +23,7 @@ fn udp_frame() -> Vec<u8> {
 
 #[test]
 fn a_well_formed_input_sends_and_receives_a_frame() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED a_well_formed_input_sends_and_receives_a_frame: needs root");
-        return;
-    }
+    require!(if skip::effective_uid() == 0 { Ok(()) } else { Err("needs root") });
     let input = NetInput {
         offered: !0,
         driver: !0,

@@ -6,7 +6,7 @@ mod common;
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-use common::{require_kvm_or_skip, require_root_or_skip, run, NetNs};
+use common::{require, run, test_name, NetNs};
 use vmc_runtime::host::{
     CpuidReg, Errno, HostProbe, KernelRelease, KvmProbe, ProbeError, TapError, TapOffloads, TapProbe,
 };
@@ -24,9 +24,7 @@ fn the_kernel_release_is_what_uname_r_prints() {
 
 #[test]
 fn tap_offloads_are_measured_on_a_throwaway_tap_that_is_removed_afterwards() {
-    if !require_root_or_skip("tap_offloads_are_measured_on_a_throwaway_tap_that_is_removed_afterwards") {
-        return;
-    }
+    require!(common::root());
     let ns = NetNs::create();
     let links_before = ns.ip(&["-o", "link", "show"]);
     let tap = ns
@@ -64,9 +62,7 @@ fn tap_offloads_are_measured_on_a_throwaway_tap_that_is_removed_afterwards() {
 
 #[test]
 fn kvm_speaks_api_version_12_with_irqchip_and_ioeventfd() {
-    if !require_kvm_or_skip("kvm_speaks_api_version_12_with_irqchip_and_ioeventfd") {
-        return;
-    }
+    require!(common::kvm());
     let kvm = KvmProbe::measure().unwrap_or_else(|error| panic!("KVM probe: {error}"));
     println!("KVM capabilities present: {}", kvm.present().join(" "));
     assert_eq!(kvm.api_version, 12);
@@ -79,9 +75,7 @@ fn kvm_speaks_api_version_12_with_irqchip_and_ioeventfd() {
 
 #[test]
 fn supported_cpuid_is_kept_raw_and_answers_bit_lookups() {
-    if !require_kvm_or_skip("supported_cpuid_is_kept_raw_and_answers_bit_lookups") {
-        return;
-    }
+    require!(common::kvm());
     let kvm = KvmProbe::measure().unwrap_or_else(|error| panic!("KVM probe: {error}"));
     let cpuid = kvm
         .supported_cpuid
@@ -116,17 +110,14 @@ fn supported_cpuid_is_kept_raw_and_answers_bit_lookups() {
 #[test]
 fn an_unprivileged_probe_still_answers_and_names_what_it_could_not_measure() {
     const CHILD: &str = "VMC_TEST_UNPRIVILEGED_PROBE_CHILD";
-    const NAME: &str = "an_unprivileged_probe_still_answers_and_names_what_it_could_not_measure";
     if std::env::var_os(CHILD).is_some() {
         unprivileged_child();
         return;
     }
-    if !require_root_or_skip(NAME) {
-        return;
-    }
+    require!(common::root());
     let exe = std::env::current_exe().expect("own path");
     let output = Command::new(&exe)
-        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
+        .args(["--exact", test_name!(), "--nocapture", "--test-threads=1"])
         .env(CHILD, "1")
         .uid(65534)
         .gid(65534)

@@ -9,7 +9,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::AsRawFd;
 
-use common::{require_root_or_skip, NetNs};
+use common::{require, NetNs};
 use vmc_runtime::host::{Errno, Tap, TapError, TapOffloads, VNET_HDR_LEN};
 
 const TAP: &str = "vmct0";
@@ -35,9 +35,7 @@ fn open_in(ns: &NetNs, name: &str) -> Tap {
 
 #[test]
 fn a_tap_we_created_disappears_when_dropped() {
-    if !require_root_or_skip("a_tap_we_created_disappears_when_dropped") {
-        return;
-    }
+    require!(common::root());
     let ns = NetNs::create();
     let tap = open_in(&ns, TAP);
     assert!(tap.created_by_us());
@@ -55,9 +53,7 @@ fn a_tap_we_created_disappears_when_dropped() {
 
 #[test]
 fn a_persistent_tap_is_opened_and_survives_drop() {
-    if !require_root_or_skip("a_persistent_tap_is_opened_and_survives_drop") {
-        return;
-    }
+    require!(common::root());
     let ns = NetNs::create();
     ns.ip(&["tuntap", "add", "dev", TAP, "mode", "tap", "vnet_hdr"]);
 
@@ -75,9 +71,7 @@ fn a_persistent_tap_is_opened_and_survives_drop() {
 
 #[test]
 fn creating_exclusively_refuses_an_existing_interface() {
-    if !require_root_or_skip("creating_exclusively_refuses_an_existing_interface") {
-        return;
-    }
+    require!(common::root());
     let ns = NetNs::create();
     ns.ip(&["tuntap", "add", "dev", TAP, "mode", "tap", "vnet_hdr"]);
     let error = ns.run(|| Tap::create_exclusive(TAP)).expect_err("the name is taken");
@@ -87,9 +81,7 @@ fn creating_exclusively_refuses_an_existing_interface() {
 
 #[test]
 fn csum_with_uso4_and_uso6_is_accepted() {
-    if !require_root_or_skip("csum_with_uso4_and_uso6_is_accepted") {
-        return;
-    }
+    require!(common::root());
     let ns = NetNs::create();
     let tap = open_in(&ns, TAP);
     tap.set_offload(TapOffloads::CSUM | TapOffloads::USO4 | TapOffloads::USO6)
@@ -98,9 +90,7 @@ fn csum_with_uso4_and_uso6_is_accepted() {
 
 #[test]
 fn uso4_without_csum_is_rejected_with_a_clear_error() {
-    if !require_root_or_skip("uso4_without_csum_is_rejected_with_a_clear_error") {
-        return;
-    }
+    require!(common::root());
     let ns = NetNs::create();
     let tap = open_in(&ns, TAP);
     let error = tap
@@ -127,9 +117,7 @@ fn uso4_without_csum_is_rejected_with_a_clear_error() {
 
 #[test]
 fn a_frame_written_with_a_vnet_header_is_received_by_the_interface() {
-    if !require_root_or_skip("a_frame_written_with_a_vnet_header_is_received_by_the_interface") {
-        return;
-    }
+    require!(common::root());
     let ns = NetNs::create();
     let tap = open_in(&ns, TAP);
     ns.ip(&["link", "set", TAP, "up"]);
@@ -153,10 +141,7 @@ fn a_frame_written_with_a_vnet_header_is_received_by_the_interface() {
 
 #[test]
 fn a_udp_datagram_arrives_with_a_complete_checksum_when_the_tap_has_no_offloads() {
-    let test = "a_udp_datagram_arrives_with_a_complete_checksum_when_the_tap_has_no_offloads";
-    if !require_root_or_skip(test) {
-        return;
-    }
+    require!(common::root());
     let net = Wired::new(TapOffloads::NONE);
     let payload = b"hello from the vmc tap test";
     net.socket.send_to(payload, (PEER, PEER_PORT)).expect("send");
@@ -170,10 +155,7 @@ fn a_udp_datagram_arrives_with_a_complete_checksum_when_the_tap_has_no_offloads(
 
 #[test]
 fn a_udp_datagram_arrives_with_a_partial_checksum_when_the_tap_takes_csum() {
-    let test = "a_udp_datagram_arrives_with_a_partial_checksum_when_the_tap_takes_csum";
-    if !require_root_or_skip(test) {
-        return;
-    }
+    require!(common::root());
     let net = Wired::new(TapOffloads::CSUM);
     let payload = b"checksum left to the device";
     net.socket.send_to(payload, (PEER, PEER_PORT)).expect("send");
@@ -188,9 +170,7 @@ fn a_udp_datagram_arrives_with_a_partial_checksum_when_the_tap_takes_csum() {
 
 #[test]
 fn a_udp_gso_send_arrives_as_one_uso_frame_when_the_tap_takes_uso() {
-    if !require_root_or_skip("a_udp_gso_send_arrives_as_one_uso_frame_when_the_tap_takes_uso") {
-        return;
-    }
+    require!(common::root());
     let net = Wired::new(TapOffloads::CSUM | TapOffloads::USO4 | TapOffloads::USO6);
     let data = gso_data();
     net.send_segmented(&data, GSO_SIZE);
@@ -206,10 +186,7 @@ fn a_udp_gso_send_arrives_as_one_uso_frame_when_the_tap_takes_uso() {
 
 #[test]
 fn a_udp_gso_send_arrives_as_separate_frames_when_the_tap_lacks_uso() {
-    let test = "a_udp_gso_send_arrives_as_separate_frames_when_the_tap_lacks_uso";
-    if !require_root_or_skip(test) {
-        return;
-    }
+    require!(common::root());
     let net = Wired::new(TapOffloads::CSUM);
     let data = gso_data();
     net.send_segmented(&data, GSO_SIZE);

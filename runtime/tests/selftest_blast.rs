@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{require_kvm_or_skip, require_root_or_skip, NetNs};
+use common::{require, test_name, NetNs};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmc_runtime::devices::serial::CaptureBuffer;
 use vmc_runtime::devices::virtio::net::{feature, feature_word, Net, NetConfig, NetStats};
@@ -190,10 +190,8 @@ struct Blast {
 
 /// Offers `features` (VERSION_1, CSUM and MAC always) and blasts `volume` bytes with
 /// `extra` on the command line.
-fn blast(test: &str, extra_features: &[u32], volume: u32, mss: u32) -> Option<Blast> {
-    if !require_kvm_or_skip(test) || !require_root_or_skip(test) {
-        return None;
-    }
+/// The test has required `common::kvm()` and `common::root()`.
+fn blast(test: &str, extra_features: &[u32], volume: u32, mss: u32) -> Blast {
     let ns = NetNs::create();
     ns.guest_link(TAP, HOST_MAC, "10.0.2.2/24", "10.0.2.15", "52:54:00:12:34:56");
     let tap = ns
@@ -234,12 +232,12 @@ fn blast(test: &str, extra_features: &[u32], volume: u32, mss: u32) -> Option<Bl
         received.span,
         received.bytes as f64 / received.span.as_secs_f64().max(1e-9) / 1e6,
     );
-    Some(Blast {
+    Blast {
         run,
         received,
         tap_frames,
         stats,
-    })
+    }
 }
 
 /// Checks what every blast must show: the guest's line and exit, every datagram in
@@ -284,10 +282,10 @@ fn assert_blast(b: &Blast, volume: u32, mss: u32, spf: u32, frames: u32) {
 
 #[test]
 fn with_uso_the_blast_crosses_the_tap_in_frames_of_64_segments() {
-    let test = "with_uso_the_blast_crosses_the_tap_in_frames_of_64_segments";
-    let Some(b) = blast(test, &[feature::HOST_USO], VOLUME, 1000) else {
-        return;
-    };
+    let test = test_name!();
+    require!(common::kvm());
+    require!(common::root());
+    let b = blast(test, &[feature::HOST_USO], VOLUME, 1000);
     // 4195 datagrams (the last of 304 bytes) in 65 frames of 64 and one of 35.
     assert_blast(&b, VOLUME, 1000, 64, 66);
     assert!(b.run.line("selftest: negotiated").ends_with(" 56"), "{}", b.run.serial);
@@ -295,21 +293,21 @@ fn with_uso_the_blast_crosses_the_tap_in_frames_of_64_segments() {
 
 #[test]
 fn without_uso_the_blast_sends_one_frame_per_datagram() {
-    let test = "without_uso_the_blast_sends_one_frame_per_datagram";
-    let Some(b) = blast(test, &[], VOLUME, 1000) else {
-        return;
-    };
+    let test = test_name!();
+    require!(common::kvm());
+    require!(common::root());
+    let b = blast(test, &[], VOLUME, 1000);
     assert_blast(&b, VOLUME, 1000, 1, 4195);
 }
 
 #[test]
 fn a_last_uso_frame_of_one_segment_goes_out_as_a_plain_frame() {
-    let test = "a_last_uso_frame_of_one_segment_goes_out_as_a_plain_frame";
+    let test = test_name!();
     // mss 1472: 44 segments per frame (64,768 bytes); three such frames and one byte.
     let volume = 3 * 44 * 1472 + 1;
-    let Some(b) = blast(test, &[feature::HOST_USO], volume, 1472) else {
-        return;
-    };
+    require!(common::kvm());
+    require!(common::root());
+    let b = blast(test, &[feature::HOST_USO], volume, 1472);
     assert_blast(&b, volume, 1472, 44, 4);
     // The plain last frame went through the device's checks (no GSO with one segment).
     assert_eq!(b.stats.tx_dropped_bad_gso, 0);
@@ -395,10 +393,8 @@ const STATUS_FAILED: u32 = 0x80;
 
 #[test]
 fn a_device_that_stops_returning_buffers_ends_the_blast_with_its_exit_code() {
-    let test = "a_device_that_stops_returning_buffers_ends_the_blast_with_its_exit_code";
-    if !require_kvm_or_skip(test) {
-        return;
-    }
+    let test = test_name!();
+    require!(common::kvm());
     // 16 MiB in 263 USO frames: the first 128 are posted, and never come back.
     let (run, device) = boot_stuck(false, "selftest.blast=16777216");
     assert_eq!(
@@ -423,10 +419,7 @@ fn a_device_that_stops_returning_buffers_ends_the_blast_with_its_exit_code() {
 
 #[test]
 fn a_used_entry_naming_no_chain_ends_the_blast_as_a_broken_device() {
-    let test = "a_used_entry_naming_no_chain_ends_the_blast_as_a_broken_device";
-    if !require_kvm_or_skip(test) {
-        return;
-    }
+    require!(common::kvm());
     let (run, device) = boot_stuck(true, "selftest.blast=16777216");
     assert_eq!(
         run.outcome.reason,
@@ -445,10 +438,7 @@ fn a_used_entry_naming_no_chain_ends_the_blast_as_a_broken_device() {
 
 #[test]
 fn a_volume_outside_1_byte_to_1_gib_is_refused() {
-    let test = "a_volume_outside_1_byte_to_1_gib_is_refused";
-    if !require_kvm_or_skip(test) {
-        return;
-    }
+    require!(common::kvm());
     for value in [
         "0",
         "1073741825",

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use common::{require_kvm_or_skip, require_root_or_skip, NetNs};
+use common::{require, NetNs};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmc_runtime::devices::serial::CaptureBuffer;
 use vmc_runtime::devices::virtio::net::{feature, feature_word, Net, NetConfig};
@@ -124,9 +124,7 @@ fn check_pages(memory: &GuestMemoryMmap, pages: u32, last: u32) {
 
 #[test]
 fn count_mode_counts_without_gap_or_repeat_and_touches_one_page_per_line() {
-    if !require_kvm_or_skip("count_mode_counts_without_gap_or_repeat_and_touches_one_page_per_line") {
-        return;
-    }
+    require!(common::kvm());
     let run = Counting::start(Vm::new(&VmConfig::new(64 * MIB, 1)).unwrap(), "selftest.count");
     let started = Instant::now();
     assert!(run.wait_for_count(1), "{}", run.serial.text());
@@ -155,9 +153,7 @@ fn count_mode_counts_without_gap_or_repeat_and_touches_one_page_per_line() {
 
 #[test]
 fn count_mode_cycles_through_few_pages_and_checks_them_each_round() {
-    if !require_kvm_or_skip("count_mode_cycles_through_few_pages_and_checks_them_each_round") {
-        return;
-    }
+    require!(common::kvm());
     const PAGES: u32 = 8;
     let run = Counting::start(
         Vm::new(&VmConfig::new(64 * MIB, 1)).unwrap(),
@@ -178,9 +174,7 @@ fn count_mode_cycles_through_few_pages_and_checks_them_each_round() {
 
 #[test]
 fn count_mode_ends_with_its_exit_code_when_its_pages_change_under_it() {
-    if !require_kvm_or_skip("count_mode_ends_with_its_exit_code_when_its_pages_change_under_it") {
-        return;
-    }
+    require!(common::kvm());
     const PAGES: u32 = 4;
     let run = Counting::start(
         Vm::new(&VmConfig::new(64 * MIB, 1)).unwrap(),
@@ -211,9 +205,7 @@ fn count_mode_ends_with_its_exit_code_when_its_pages_change_under_it() {
 
 #[test]
 fn count_mode_rejects_a_region_beyond_ram() {
-    if !require_kvm_or_skip("count_mode_rejects_a_region_beyond_ram") {
-        return;
-    }
+    require!(common::kvm());
     // 16 MiB of RAM: 4 MiB + 4096 pages (16 MiB) ends beyond it.
     let run = Counting::start(
         Vm::new(&VmConfig::new(16 * MIB, 1)).unwrap(),
@@ -237,10 +229,8 @@ impl Interrupt for NoInterrupt {
 
 #[test]
 fn count_mode_watches_the_network_device_and_ends_when_it_loses_driver_ok() {
-    let test = "count_mode_watches_the_network_device_and_ends_when_it_loses_driver_ok";
-    if !require_kvm_or_skip(test) || !require_root_or_skip(test) {
-        return;
-    }
+    require!(common::kvm());
+    require!(common::root());
     const BASE: u64 = 0xfeb0_0e00;
     let ns = NetNs::create();
     let tap = ns

@@ -23,7 +23,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{available_or_skip, require_kvm_or_skip, require_root_or_skip, NetNs};
+use common::{require, test_name, NetNs};
 use vmc_runtime::selftest;
 
 const QEMU: &str = "qemu-system-x86_64";
@@ -50,16 +50,15 @@ const GSO_UDP_L4: u8 = 5;
 /// `PACKET_VNET_HDR` (linux/if_packet.h).
 const PACKET_VNET_HDR: libc::c_int = 15;
 
-/// Root, TUN, `ip`, KVM and QEMU, or skip (fail under CI).
-fn prerequisites_or_skip(test: &str) -> bool {
-    if !require_root_or_skip(test) || !require_kvm_or_skip(test) {
-        return false;
-    }
+/// Root, TUN, `ip`, KVM and QEMU: a check for [`require!`].
+fn prerequisites() -> Result<(), String> {
+    common::root()?;
+    common::kvm()?;
     let qemu = Command::new(QEMU)
         .arg("--version")
         .output()
         .is_ok_and(|out| out.status.success());
-    available_or_skip(test, (!qemu).then(|| format!("`{QEMU}` is not installed")))
+    common::has(&format!("`{QEMU}`"), qemu)
 }
 
 /// The guest image in a file of its own, removed on drop.
@@ -427,10 +426,8 @@ fn mac_bytes(text: &str) -> Vec<u8> {
 
 #[test]
 fn with_host_uso_the_guest_sends_one_uso_frame_that_reaches_the_host_as_datagrams() {
-    let test = "with_host_uso_the_guest_sends_one_uso_frame_that_reaches_the_host_as_datagrams";
-    if !prerequisites_or_skip(test) {
-        return;
-    }
+    let test = test_name!();
+    require!(prerequisites());
     let lab = Lab::new();
     let qemu = Qemu::start(&lab, "", &flow_cmdline(3, 1000, 0));
     let (status, serial, elapsed) = qemu.finish();
@@ -473,10 +470,8 @@ fn with_host_uso_the_guest_sends_one_uso_frame_that_reaches_the_host_as_datagram
 
 #[test]
 fn without_host_uso_the_guest_sends_one_frame_per_segment_with_the_checksum_offloaded() {
-    let test = "without_host_uso_the_guest_sends_one_frame_per_segment_with_the_checksum_offloaded";
-    if !prerequisites_or_skip(test) {
-        return;
-    }
+    let test = test_name!();
+    require!(prerequisites());
     let lab = Lab::new();
     let qemu = Qemu::start(
         &lab,
@@ -506,10 +501,8 @@ fn without_host_uso_the_guest_sends_one_frame_per_segment_with_the_checksum_offl
 
 #[test]
 fn without_csum_the_guest_sends_frames_without_a_udp_checksum() {
-    let test = "without_csum_the_guest_sends_frames_without_a_udp_checksum";
-    if !prerequisites_or_skip(test) {
-        return;
-    }
+    let test = test_name!();
+    require!(prerequisites());
     let lab = Lab::new();
     let qemu = Qemu::start(
         &lab,
@@ -570,10 +563,8 @@ fn rx_frame_lines(serial: &str) -> Vec<&str> {
 
 #[test]
 fn with_guest_uso_a_segmented_send_reaches_the_guest_as_one_uso_frame() {
-    let test = "with_guest_uso_a_segmented_send_reaches_the_guest_as_one_uso_frame";
-    if !prerequisites_or_skip(test) {
-        return;
-    }
+    let test = test_name!();
+    require!(prerequisites());
     let (serial, frames) = receive_a_segmented_send(test, "");
     assert!(feature_bits(&serial, "negotiated").contains(&15), "MRG_RXBUF");
     assert!(
@@ -600,10 +591,8 @@ fn with_guest_uso_a_segmented_send_reaches_the_guest_as_one_uso_frame() {
 
 #[test]
 fn without_mergeable_buffers_a_uso_frame_lands_in_one_big_buffer() {
-    let test = "without_mergeable_buffers_a_uso_frame_lands_in_one_big_buffer";
-    if !prerequisites_or_skip(test) {
-        return;
-    }
+    let test = test_name!();
+    require!(prerequisites());
     let (serial, frames) = receive_a_segmented_send(test, "mrg_rxbuf=off");
     assert!(!feature_bits(&serial, "negotiated").contains(&15), "no MRG_RXBUF");
     assert!(
@@ -620,10 +609,8 @@ fn without_mergeable_buffers_a_uso_frame_lands_in_one_big_buffer() {
 
 #[test]
 fn without_guest_uso_a_segmented_send_reaches_the_guest_as_separate_frames() {
-    let test = "without_guest_uso_a_segmented_send_reaches_the_guest_as_separate_frames";
-    if !prerequisites_or_skip(test) {
-        return;
-    }
+    let test = test_name!();
+    require!(prerequisites());
     let (serial, frames) = receive_a_segmented_send(test, "guest_uso4=off,guest_uso6=off");
     assert_eq!(frames.len(), 3, "the host kernel segmented the send: {frames:?}");
     assert!(frames.iter().all(|frame| frame.gso_type == GSO_NONE));
@@ -641,10 +628,8 @@ fn without_guest_uso_a_segmented_send_reaches_the_guest_as_separate_frames() {
 
 #[test]
 fn with_nothing_to_receive_the_guest_reports_a_timeout() {
-    let test = "with_nothing_to_receive_the_guest_reports_a_timeout";
-    if !prerequisites_or_skip(test) {
-        return;
-    }
+    let test = test_name!();
+    require!(prerequisites());
     let lab = Lab::new();
     let qemu = Qemu::start(&lab, "", &format!("{} selftest.rxwait=2000", flow_cmdline(1, 10, 1)));
     let (status, serial, elapsed) = qemu.finish();
@@ -655,10 +640,7 @@ fn with_nothing_to_receive_the_guest_reports_a_timeout() {
 
 #[test]
 fn a_malformed_flow_key_is_reported_and_ends_the_guest() {
-    let test = "a_malformed_flow_key_is_reported_and_ends_the_guest";
-    if !prerequisites_or_skip(test) {
-        return;
-    }
+    require!(prerequisites());
     let lab = Lab::new();
     let qemu = Qemu::start(&lab, "", "selftest.dst=10.0.2:5001");
     let (status, serial, _) = qemu.finish();
@@ -668,10 +650,8 @@ fn a_malformed_flow_key_is_reported_and_ends_the_guest() {
 
 #[test]
 fn a_flow_of_45_segments_goes_out_as_one_uso_frame() {
-    let test = "a_flow_of_45_segments_goes_out_as_one_uso_frame";
-    if !prerequisites_or_skip(test) {
-        return;
-    }
+    let test = test_name!();
+    require!(prerequisites());
     let lab = Lab::new();
     let qemu = Qemu::start(&lab, "", &flow_cmdline(45, 1400, 0));
     let (status, serial, elapsed) = qemu.finish();
@@ -691,10 +671,8 @@ fn a_flow_of_45_segments_goes_out_as_one_uso_frame() {
 
 #[test]
 fn a_big_uso_frame_is_merged_from_many_receive_buffers() {
-    let test = "a_big_uso_frame_is_merged_from_many_receive_buffers";
-    if !prerequisites_or_skip(test) {
-        return;
-    }
+    let test = test_name!();
+    require!(prerequisites());
     let (serial, frames) = receive_segmented_sends(test, "", &[(45, 1400)]);
     assert_eq!(frames.len(), 1, "{frames:?}");
     let frame_lines = rx_frame_lines(&serial);
@@ -713,10 +691,8 @@ fn a_big_uso_frame_is_merged_from_many_receive_buffers() {
 
 #[test]
 fn more_frames_than_receive_buffers_arrive_because_buffers_are_reposted() {
-    let test = "more_frames_than_receive_buffers_arrive_because_buffers_are_reposted";
-    if !prerequisites_or_skip(test) {
-        return;
-    }
+    let test = test_name!();
+    require!(prerequisites());
     // Without guest USO the host cuts each send into datagrams: 100 frames for 64
     // posted buffers.
     let (serial, frames) = receive_segmented_sends(test, "guest_uso4=off,guest_uso6=off", &[(50, 1000), (50, 1000)]);

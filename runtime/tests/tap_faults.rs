@@ -20,7 +20,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{require_root_or_skip, NetNs};
+use common::{require, NetNs};
 use driver::*;
 use vmc_runtime::devices::virtio::net::{feature::*, feature_word, Net, NetConfig, NetCounters};
 use vmc_runtime::devices::virtio::{status, MmioTransport};
@@ -70,10 +70,8 @@ const IFF_VNET_HDR: u16 = 0x4000;
 /// turns on every offload the guest could ask for, lets go, and checks that the kernel
 /// shows the TAP as before; then attaches again to check the vnet header size vmc found
 /// was the one it started with.
-fn left_as_found(test: &str, args: &[&str], prepare: impl FnOnce(&NetNs)) {
-    if !require_root_or_skip(test) {
-        return;
-    }
+/// The test has required `common::root()`.
+fn left_as_found(args: &[&str], prepare: impl FnOnce(&NetNs)) {
     let ns = NetNs::create();
     let mut add = vec!["tuntap", "add", "dev", TAP, "mode", "tap"];
     add.extend_from_slice(args);
@@ -113,63 +111,56 @@ fn left_as_found(test: &str, args: &[&str], prepare: impl FnOnce(&NetNs)) {
 
 #[test]
 fn a_persistent_tap_without_vnet_hdr_is_left_as_found() {
-    left_as_found("a_persistent_tap_without_vnet_hdr_is_left_as_found", &[], |_| {});
+    require!(common::root());
+    left_as_found(&[], |_| {});
 }
 
 #[test]
 fn a_persistent_tap_with_vnet_hdr_is_left_as_found() {
-    left_as_found("a_persistent_tap_with_vnet_hdr_is_left_as_found", &["vnet_hdr"], |_| {});
+    require!(common::root());
+    left_as_found(&["vnet_hdr"], |_| {});
 }
 
 #[test]
 fn a_persistent_tap_with_packet_info_and_one_queue_is_left_as_found() {
-    left_as_found(
-        "a_persistent_tap_with_packet_info_and_one_queue_is_left_as_found",
-        &["pi", "one_queue"],
-        |_| {},
-    );
+    require!(common::root());
+    left_as_found(&["pi", "one_queue"], |_| {});
 }
 
 /// Another program attached before, set offloads csum|tso4 and a 20-byte header, and
 /// left: vmc puts back those, not the defaults of a new TAP.
 #[test]
 fn a_persistent_tap_with_offloads_set_by_another_program_is_left_as_found() {
-    left_as_found(
-        "a_persistent_tap_with_offloads_set_by_another_program_is_left_as_found",
-        &["vnet_hdr"],
-        |ns| {
-            ns.run(|| {
-                let file = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open("/dev/net/tun")
-                    .expect("open /dev/net/tun");
-                let mut request = [0u8; 40];
-                request[..TAP.len()].copy_from_slice(TAP.as_bytes());
-                request[16..18].copy_from_slice(&(0x0002u16 | 0x1000 | 0x4000).to_ne_bytes());
-                let fd = file.as_raw_fd();
-                // SAFETY: plain tun ioctls on a fd we own, with buffers of their size.
-                unsafe {
-                    assert_eq!(libc::ioctl(fd, 0x4004_54ca, request.as_mut_ptr()), 0, "TUNSETIFF");
-                    assert_eq!(libc::ioctl(fd, 0x4004_54d0, 0x01 | 0x02), 0, "TUNSETOFFLOAD");
-                    let len: libc::c_int = 20;
-                    assert_eq!(libc::ioctl(fd, 0x4004_54d8, &len), 0, "TUNSETVNETHDRSZ");
-                }
-            });
-            let features = ns.run(|| tap_offload_features(TAP)).expect("features");
-            let active: Vec<&str> = features.iter().filter(|f| f.active).map(|f| f.name).collect();
-            assert_eq!(active, ["tx-checksum-ip-generic", "tx-tcp-segmentation"]);
-        },
-    );
+    require!(common::root());
+    left_as_found(&["vnet_hdr"], |ns| {
+        ns.run(|| {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/net/tun")
+                .expect("open /dev/net/tun");
+            let mut request = [0u8; 40];
+            request[..TAP.len()].copy_from_slice(TAP.as_bytes());
+            request[16..18].copy_from_slice(&(0x0002u16 | 0x1000 | 0x4000).to_ne_bytes());
+            let fd = file.as_raw_fd();
+            // SAFETY: plain tun ioctls on a fd we own, with buffers of their size.
+            unsafe {
+                assert_eq!(libc::ioctl(fd, 0x4004_54ca, request.as_mut_ptr()), 0, "TUNSETIFF");
+                assert_eq!(libc::ioctl(fd, 0x4004_54d0, 0x01 | 0x02), 0, "TUNSETOFFLOAD");
+                let len: libc::c_int = 20;
+                assert_eq!(libc::ioctl(fd, 0x4004_54d8, &len), 0, "TUNSETVNETHDRSZ");
+            }
+        });
+        let features = ns.run(|| tap_offload_features(TAP)).expect("features");
+        let active: Vec<&str> = features.iter().filter(|f| f.active).map(|f| f.name).collect();
+        assert_eq!(active, ["tx-checksum-ip-generic", "tx-tcp-segmentation"]);
+    });
 }
 
 /// vmc attaches single-queue; the kernel refuses a multi-queue TAP before changing it.
 #[test]
 fn a_multi_queue_tap_is_refused_and_left_as_found() {
-    let test = "a_multi_queue_tap_is_refused_and_left_as_found";
-    if !require_root_or_skip(test) {
-        return;
-    }
+    require!(common::root());
     let ns = NetNs::create();
     ns.ip(&["tuntap", "add", "dev", TAP, "mode", "tap", "multi_queue"]);
     let before = observe(&ns, TAP);
@@ -181,10 +172,7 @@ fn a_multi_queue_tap_is_refused_and_left_as_found() {
 /// A persistent TAP deleted while vmc holds it is not made again when vmc lets go.
 #[test]
 fn a_persistent_tap_deleted_meanwhile_is_not_recreated() {
-    let test = "a_persistent_tap_deleted_meanwhile_is_not_recreated";
-    if !require_root_or_skip(test) {
-        return;
-    }
+    require!(common::root());
     let ns = NetNs::create();
     ns.ip(&["tuntap", "add", "dev", TAP, "mode", "tap", "pi"]);
     let tap = attach(&ns, TAP);
@@ -225,10 +213,7 @@ fn thread_cpu_ticks(name: &str) -> u64 {
 
 #[test]
 fn a_tap_deleted_under_a_running_device_is_told_once_and_the_queues_keep_moving() {
-    let test = "a_tap_deleted_under_a_running_device_is_told_once_and_the_queues_keep_moving";
-    if !require_root_or_skip(test) {
-        return;
-    }
+    require!(common::root());
     let ns = NetNs::create();
     let tap = ns
         .run(|| {

@@ -16,7 +16,7 @@ use std::net::{Ipv4Addr, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{require_root_or_skip, NetNs, XorShift};
+use common::{require, NetNs, XorShift};
 use driver::*;
 use vmc_runtime::devices::virtio::net::header::{
     VnetHeader, F_DATA_VALID, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_UDP_L4, HDR_LEN,
@@ -60,10 +60,8 @@ struct Bench {
     ns: NetNs,
 }
 
-fn bench(test: &str, offered: u64) -> Option<Bench> {
-    if !require_root_or_skip(test) {
-        return None;
-    }
+/// A device on a TAP in a namespace of its own; the test has required `common::root()`.
+fn bench(offered: u64) -> Bench {
     let ns = NetNs::create();
     let tap = ns.run(|| {
         // Best effort: a kernel without IPv6 has nothing to switch off.
@@ -103,7 +101,7 @@ fn bench(test: &str, offered: u64) -> Option<Bench> {
     let mem = guest_memory();
     let irq = Arc::new(CountingInterrupt::default());
     let transport = MmioTransport::new(net, mem.clone(), irq.clone()).expect("transport");
-    Some(Bench {
+    Bench {
         driver: Driver::new(mem, transport),
         irq,
         counters,
@@ -111,7 +109,7 @@ fn bench(test: &str, offered: u64) -> Option<Bench> {
         socket,
         tx_slot: 0,
         ns,
-    })
+    }
 }
 
 impl Bench {
@@ -239,9 +237,8 @@ fn gso_data() -> Vec<u8> {
 
 #[test]
 fn the_config_space_holds_the_mac_link_status_and_mtu() {
-    let Some(mut b) = bench("the_config_space_holds_the_mac_link_status_and_mtu", word(&[])) else {
-        return;
-    };
+    require!(common::root());
+    let mut b = bench(word(&[]));
     assert_eq!(b.driver.read(reg::DEVICE_ID), 1);
     assert_eq!(b.driver.device_features(), word(&[]));
     let mut config = [0u8; 12];
@@ -258,9 +255,7 @@ fn the_config_space_holds_the_mac_link_status_and_mtu() {
 
 #[test]
 fn a_feature_word_the_device_cannot_honour_is_refused() {
-    if !require_root_or_skip("a_feature_word_the_device_cannot_honour_is_refused") {
-        return;
-    }
+    require!(common::root());
     let ns = NetNs::create();
     let config = |features: u64, mtu: u16| NetConfig {
         features,
@@ -289,12 +284,8 @@ fn a_feature_word_the_device_cannot_honour_is_refused() {
 #[test]
 fn driver_ok_sets_the_tap_offloads_from_what_the_guest_negotiated() {
     let offered = word(&[GUEST_TSO4, GUEST_USO4, GUEST_USO6, HOST_USO]);
-    let Some(mut b) = bench(
-        "driver_ok_sets_the_tap_offloads_from_what_the_guest_negotiated",
-        offered,
-    ) else {
-        return;
-    };
+    require!(common::root());
+    let mut b = bench(offered);
     assert_eq!(b.driver.transport.device().tap_offloads(), TapOffloads::NONE);
     b.up(offered);
     assert_eq!(
@@ -315,9 +306,8 @@ fn driver_ok_sets_the_tap_offloads_from_what_the_guest_negotiated() {
 
 #[test]
 fn a_plain_udp_frame_reaches_a_socket_in_the_namespace() {
-    let Some(mut b) = bench("a_plain_udp_frame_reaches_a_socket_in_the_namespace", word(&[])) else {
-        return;
-    };
+    require!(common::root());
+    let mut b = bench(word(&[]));
     b.up(word(&[]));
     let packets_before = b.ns.counter(TAP, "rx_packets");
     let frame = b.udp_to_host(b"hello from the guest", false);
@@ -337,9 +327,8 @@ fn a_plain_udp_frame_reaches_a_socket_in_the_namespace() {
 #[test]
 fn a_uso_frame_is_delivered_by_the_kernel_as_three_datagrams() {
     let features = word(&[HOST_USO]);
-    let Some(mut b) = bench("a_uso_frame_is_delivered_by_the_kernel_as_three_datagrams", features) else {
-        return;
-    };
+    require!(common::root());
+    let mut b = bench(features);
     b.up(features);
     let packets_before = b.ns.counter(TAP, "rx_packets");
     let data = gso_data();
@@ -371,12 +360,8 @@ fn a_uso_frame_is_delivered_by_the_kernel_as_three_datagrams() {
 #[test]
 fn a_frame_through_an_indirect_table_is_sent_when_indirect_desc_is_negotiated() {
     let features = word(&[INDIRECT_DESC]);
-    let Some(mut b) = bench(
-        "a_frame_through_an_indirect_table_is_sent_when_indirect_desc_is_negotiated",
-        features,
-    ) else {
-        return;
-    };
+    require!(common::root());
+    let mut b = bench(features);
     b.up(features);
     let frame = b.udp_to_host(b"indirect", false);
     let addr = b.tx_buffer();
@@ -398,9 +383,8 @@ fn a_frame_through_an_indirect_table_is_sent_when_indirect_desc_is_negotiated() 
 #[test]
 fn with_event_idx_the_device_interrupts_only_past_used_event() {
     let features = word(&[EVENT_IDX]);
-    let Some(mut b) = bench("with_event_idx_the_device_interrupts_only_past_used_event", features) else {
-        return;
-    };
+    require!(common::root());
+    let mut b = bench(features);
     b.up(features);
     // "Interrupt me after the 6th buffer": the first one used makes no interrupt.
     b.driver.set_used_event(TX, 5);
@@ -421,12 +405,8 @@ fn with_event_idx_the_device_interrupts_only_past_used_event() {
 
 #[test]
 fn an_ioeventfd_style_notification_works_like_the_register_write() {
-    let Some(mut b) = bench(
-        "an_ioeventfd_style_notification_works_like_the_register_write",
-        word(&[]),
-    ) else {
-        return;
-    };
+    require!(common::root());
+    let mut b = bench(word(&[]));
     b.up(word(&[]));
     assert_eq!(QUEUE_NOTIFY_OFFSET, 0x50);
     let frame = b.udp_to_host(b"via eventfd", false);
@@ -602,10 +582,8 @@ fn malformed_cases() -> Vec<Malformed> {
 
 #[test]
 fn malformed_transmit_chains_are_dropped_and_counted_and_the_device_goes_on() {
-    let test = "malformed_transmit_chains_are_dropped_and_counted_and_the_device_goes_on";
-    let Some(mut b) = bench(test, word(&[])) else {
-        return;
-    };
+    require!(common::root());
+    let mut b = bench(word(&[]));
     b.up(word(&[]));
     let packets_before = b.ns.counter(TAP, "rx_packets");
     for case in malformed_cases() {
@@ -637,9 +615,8 @@ fn malformed_transmit_chains_are_dropped_and_counted_and_the_device_goes_on() {
 #[test]
 fn needs_csum_without_csum_negotiated_is_dropped() {
     let features = feature_word(&[VERSION_1, MAC]);
-    let Some(mut b) = bench("needs_csum_without_csum_negotiated_is_dropped", word(&[])) else {
-        return;
-    };
+    require!(common::root());
+    let mut b = bench(word(&[]));
     b.up(features);
     let frame = b.udp_to_host(b"x", true);
     b.transmit(vnet_header(F_NEEDS_CSUM, GSO_NONE, 0, 0, 34, 6), &frame);
@@ -652,10 +629,8 @@ type Breaker = (&'static str, fn(&mut Bench));
 
 #[test]
 fn a_ring_the_device_cannot_trust_means_needs_reset_and_a_reset_recovers() {
-    let test = "a_ring_the_device_cannot_trust_means_needs_reset_and_a_reset_recovers";
-    let Some(mut b) = bench(test, word(&[])) else {
-        return;
-    };
+    require!(common::root());
+    let mut b = bench(word(&[]));
     // A head index outside the queue, and an available index running ahead by more
     // than the queue size: neither can be answered through the used ring.
     let breakers: [Breaker; 2] = [
@@ -681,12 +656,12 @@ fn a_ring_the_device_cannot_trust_means_needs_reset_and_a_reset_recovers() {
 
 // ---- Receive ------------------------------------------------------------------------
 
-fn receive_udp_gso(test: &str, extra: &[u32], mrg: bool) -> Option<Vec<(VnetHeader, Vec<u8>, usize)>> {
+fn receive_udp_gso(extra: &[u32], mrg: bool) -> Vec<(VnetHeader, Vec<u8>, usize)> {
     let mut features = word(extra);
     if mrg {
         features |= feature_word(&[MRG_RXBUF]);
     }
-    let mut b = bench(test, features)?;
+    let mut b = bench(features);
     b.up(features);
     let mut buffers = HashMap::new();
     if mrg {
@@ -702,15 +677,13 @@ fn receive_udp_gso(test: &str, extra: &[u32], mrg: bool) -> Option<Vec<(VnetHead
     let frames = if uso { 1 } else { 3 };
     let received = (0..frames).map(|_| b.next_udp_frame(&buffers)).collect();
     assert_eq!(b.stats().rx_frames, frames as u64);
-    Some(received)
+    received
 }
 
 #[test]
 fn a_udp_gso_send_arrives_as_one_uso_frame_when_the_guest_took_uso() {
-    let test = "a_udp_gso_send_arrives_as_one_uso_frame_when_the_guest_took_uso";
-    let Some(frames) = receive_udp_gso(test, &[GUEST_USO4, GUEST_USO6], false) else {
-        return;
-    };
+    require!(common::root());
+    let frames = receive_udp_gso(&[GUEST_USO4, GUEST_USO6], false);
     let (header, frame, num_buffers) = &frames[0];
     assert_eq!(header.gso_type, GSO_UDP_L4);
     assert_eq!(header.gso_size, GSO_SIZE);
@@ -721,10 +694,8 @@ fn a_udp_gso_send_arrives_as_one_uso_frame_when_the_guest_took_uso() {
 
 #[test]
 fn a_uso_frame_spans_merged_buffers_with_mrg_rxbuf() {
-    let test = "a_uso_frame_spans_merged_buffers_with_mrg_rxbuf";
-    let Some(frames) = receive_udp_gso(test, &[GUEST_USO4, GUEST_USO6], true) else {
-        return;
-    };
+    require!(common::root());
+    let frames = receive_udp_gso(&[GUEST_USO4, GUEST_USO6], true);
     let (header, frame, num_buffers) = &frames[0];
     assert_eq!(header.gso_type, GSO_UDP_L4);
     let total = HDR_LEN + frame.len();
@@ -735,11 +706,9 @@ fn a_uso_frame_spans_merged_buffers_with_mrg_rxbuf() {
 
 #[test]
 fn a_udp_gso_send_arrives_as_separate_frames_without_guest_uso() {
-    let test = "a_udp_gso_send_arrives_as_separate_frames_without_guest_uso";
     // USO4 alone is not enough: the TAP takes USO4 and USO6 only together.
-    let Some(frames) = receive_udp_gso(test, &[GUEST_USO4], false) else {
-        return;
-    };
+    require!(common::root());
+    let frames = receive_udp_gso(&[GUEST_USO4], false);
     for ((header, frame, num_buffers), segment) in frames.iter().zip(gso_data().chunks(1000)) {
         assert_eq!(header.gso_type, GSO_NONE);
         assert_eq!(*num_buffers, 1);
@@ -749,10 +718,8 @@ fn a_udp_gso_send_arrives_as_separate_frames_without_guest_uso() {
 
 #[test]
 fn separate_frames_with_mrg_rxbuf_each_say_one_buffer() {
-    let test = "separate_frames_with_mrg_rxbuf_each_say_one_buffer";
-    let Some(frames) = receive_udp_gso(test, &[], true) else {
-        return;
-    };
+    require!(common::root());
+    let frames = receive_udp_gso(&[], true);
     for ((header, frame, num_buffers), segment) in frames.iter().zip(gso_data().chunks(1000)) {
         assert_eq!(header.gso_type, GSO_NONE);
         assert_eq!(*num_buffers, 2, "1042 bytes of frame and header in 1 KiB buffers");
@@ -762,10 +729,8 @@ fn separate_frames_with_mrg_rxbuf_each_say_one_buffer() {
 
 #[test]
 fn a_frame_waits_for_receive_buffers_instead_of_being_lost() {
-    let test = "a_frame_waits_for_receive_buffers_instead_of_being_lost";
-    let Some(mut b) = bench(test, word(&[])) else {
-        return;
-    };
+    require!(common::root());
+    let mut b = bench(word(&[]));
     b.up(word(&[]));
     let sender = b.sender();
     sender.send_to(b"wait for me", (Ipv4Addr::from(GUEST), PORT)).unwrap();
@@ -783,10 +748,8 @@ fn a_frame_waits_for_receive_buffers_instead_of_being_lost() {
 
 #[test]
 fn a_frame_too_big_for_the_buffer_is_dropped_and_the_buffer_kept() {
-    let test = "a_frame_too_big_for_the_buffer_is_dropped_and_the_buffer_kept";
-    let Some(mut b) = bench(test, word(&[])) else {
-        return;
-    };
+    require!(common::root());
+    let mut b = bench(word(&[]));
     b.up(word(&[]));
     let mut buffers = HashMap::new();
     b.post_rx(1, 128, &mut buffers);
@@ -801,12 +764,10 @@ fn a_frame_too_big_for_the_buffer_is_dropped_and_the_buffer_kept() {
 
 #[test]
 fn a_malformed_receive_chain_is_returned_unused_and_the_next_one_is_filled() {
-    let test = "a_malformed_receive_chain_is_returned_unused_and_the_next_one_is_filled";
     for mrg in [false, true] {
         let features = word(if mrg { &[MRG_RXBUF] } else { &[] });
-        let Some(mut b) = bench(test, features) else {
-            return;
-        };
+        require!(common::root());
+        let mut b = bench(features);
         b.up(features);
         let mut buffers = HashMap::new();
         let addr = buffer_area(RX) + 0x80_000;
@@ -836,11 +797,9 @@ fn a_malformed_receive_chain_is_returned_unused_and_the_next_one_is_filled() {
 
 #[test]
 fn without_guest_csum_received_headers_carry_no_flags() {
-    let test = "without_guest_csum_received_headers_carry_no_flags";
     let features = feature_word(&[VERSION_1, MAC]);
-    let Some(mut b) = bench(test, features) else {
-        return;
-    };
+    require!(common::root());
+    let mut b = bench(features);
     b.up(features);
     let mut buffers = HashMap::new();
     b.post_rx(4, 2048, &mut buffers);
@@ -855,10 +814,8 @@ fn without_guest_csum_received_headers_carry_no_flags() {
 
 #[test]
 fn a_tap_deleted_under_the_device_is_counted_once_not_spun_on() {
-    let test = "a_tap_deleted_under_the_device_is_counted_once_not_spun_on";
-    let Some(mut b) = bench(test, word(&[])) else {
-        return;
-    };
+    require!(common::root());
+    let mut b = bench(word(&[]));
     b.up(word(&[]));
     b.ns.ip(&["link", "del", TAP]);
     wait_for("the read error", || b.stats().rx_tap_errors >= 1);
@@ -893,11 +850,9 @@ fn random_descriptor(rng: &mut XorShift, area: std::ops::Range<u64>) -> (u64, u3
 
 #[test]
 fn random_descriptor_tables_never_hurt_the_device() {
-    let test = "random_descriptor_tables_never_hurt_the_device";
     let features = word(&[INDIRECT_DESC, EVENT_IDX, MRG_RXBUF]);
-    let Some(mut b) = bench(test, features) else {
-        return;
-    };
+    require!(common::root());
+    let mut b = bench(features);
     let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
     b.up(features);
     let sender = b.sender();
@@ -951,11 +906,9 @@ fn random_descriptor_tables_never_hurt_the_device() {
 
 #[test]
 fn a_malformed_chain_in_the_middle_of_a_merged_frame_drops_that_frame_only() {
-    let test = "a_malformed_chain_in_the_middle_of_a_merged_frame_drops_that_frame_only";
     let features = word(&[MRG_RXBUF]);
-    let Some(mut b) = bench(test, features) else {
-        return;
-    };
+    require!(common::root());
+    let mut b = bench(features);
     b.up(features);
     let mut buffers = HashMap::new();
     b.post_rx(1, 1024, &mut buffers);

@@ -6,7 +6,7 @@
 mod support;
 
 use iced_x86::code_asm::*;
-use support::kvm_usable;
+use support::require;
 use vmc_runtime::boot::bzimage::XLF_KERNEL_64;
 use vmc_runtime::devices::serial::CaptureBuffer;
 use vmc_runtime::vm::{StopReason, Vm, VmConfig};
@@ -75,9 +75,7 @@ fn probe_kernel_payload() -> Result<Vec<u8>, IcedError> {
 
 #[test]
 fn a_bzimage_starts_in_long_mode_with_the_zero_page_in_rsi() {
-    if !kvm_usable("a_bzimage_starts_in_long_mode_with_the_zero_page_in_rsi") {
-        return;
-    }
+    require!(support::kvm());
     let image = support::synthetic_bzimage(0x020f, XLF_KERNEL_64, 0x7fff_ffff, &probe_kernel_payload().unwrap());
     let mut vm = Vm::new(&VmConfig::new(64 << 20, 1)).unwrap();
     let serial = CaptureBuffer::new();

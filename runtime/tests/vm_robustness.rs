@@ -4,7 +4,7 @@
 mod support;
 
 use kvm_ioctls::{IoEventAddress, NoDatamatch};
-use support::{boot_selftest, boot_selftest_in, kvm_usable};
+use support::{boot_selftest, boot_selftest_in, require};
 use vmc_runtime::selftest;
 use vmc_runtime::vm::{StopReason, Vm, VmConfig, VmError};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
@@ -13,9 +13,7 @@ const MIB: u64 = 1 << 20;
 
 #[test]
 fn garbage_at_unknown_ports_and_mmio_is_absorbed() {
-    if !kvm_usable("garbage_at_unknown_ports_and_mmio_is_absorbed") {
-        return;
-    }
+    require!(support::kvm());
     let run = boot_selftest(&VmConfig::new(16 * MIB, 1), "selftest.garbage");
     let lines = run.lines();
     assert!(lines.contains(&"selftest: garbage done"), "{}", run.serial);
@@ -29,9 +27,7 @@ fn garbage_at_unknown_ports_and_mmio_is_absorbed() {
 
 #[test]
 fn the_i8042_reset_line_ends_the_vm() {
-    if !kvm_usable("the_i8042_reset_line_ends_the_vm") {
-        return;
-    }
+    require!(support::kvm());
     let run = boot_selftest(&VmConfig::new(16 * MIB, 1), "selftest.reset");
     assert!(run.serial.ends_with("selftest: reset\n"), "{}", run.serial);
     assert_eq!(run.outcome.reason, StopReason::Reset);
@@ -40,14 +36,9 @@ fn the_i8042_reset_line_ends_the_vm() {
 
 #[test]
 fn an_mmio_write_with_an_ioeventfd_is_absorbed_by_the_kernel() {
-    let test = "an_mmio_write_with_an_ioeventfd_is_absorbed_by_the_kernel";
-    if !kvm_usable(test) {
-        return;
-    }
+    require!(support::kvm());
     let vm = Vm::new(&VmConfig::new(16 * MIB, 1)).unwrap();
-    if !support::host_has("KVM ioeventfd", vm.features().ioeventfd, test) {
-        return;
-    }
+    require!(support::has("KVM ioeventfd", vm.features().ioeventfd));
     let evt = EventFd::new(EFD_NONBLOCK).unwrap();
     // The garbage step writes a dword at 0xd000_0000 first.
     vm.vm_fd()
@@ -60,9 +51,7 @@ fn an_mmio_write_with_an_ioeventfd_is_absorbed_by_the_kernel() {
 
 #[test]
 fn a_triple_fault_ends_the_vm_with_shutdown() {
-    if !kvm_usable("a_triple_fault_ends_the_vm_with_shutdown") {
-        return;
-    }
+    require!(support::kvm());
     // ud2 with the loader's empty IDT: #UD, #GP, double fault, triple fault.
     let ud2 = [0x0f, 0x0b];
     let image = selftest::elf::pvh_elf(0x10_0000, 0x10_0000, &ud2, 0);
@@ -75,27 +64,21 @@ fn a_triple_fault_ends_the_vm_with_shutdown() {
 
 #[test]
 fn a_vm_runs_only_once() {
-    if !kvm_usable("a_vm_runs_only_once") {
-        return;
-    }
+    require!(support::kvm());
     let mut run = boot_selftest(&VmConfig::new(16 * MIB, 1), "");
     assert!(matches!(run.vm.run(), Err(VmError::AlreadyRan)));
 }
 
 #[test]
 fn running_without_a_kernel_is_an_error() {
-    if !kvm_usable("running_without_a_kernel_is_an_error") {
-        return;
-    }
+    require!(support::kvm());
     let mut vm = Vm::new(&VmConfig::new(16 * MIB, 1)).unwrap();
     assert!(matches!(vm.run(), Err(VmError::InvalidConfig(_))));
 }
 
 #[test]
 fn impossible_configurations_are_refused() {
-    if !kvm_usable("impossible_configurations_are_refused") {
-        return;
-    }
+    require!(support::kvm());
     assert!(matches!(
         Vm::new(&VmConfig::new(16 * MIB, 0)),
         Err(VmError::InvalidConfig(_))
@@ -108,9 +91,7 @@ fn impossible_configurations_are_refused() {
 
 #[test]
 fn guest_memory_stays_readable_after_the_run() {
-    if !kvm_usable("guest_memory_stays_readable_after_the_run") {
-        return;
-    }
+    require!(support::kvm());
     use vm_memory::{Bytes, GuestAddress};
     let run = boot_selftest(&VmConfig::new(16 * MIB, 1), "");
     let mut magic = [0u8; 4];

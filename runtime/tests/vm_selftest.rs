@@ -6,7 +6,7 @@ mod support;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use support::{boot_selftest, boot_selftest_in, kvm_usable};
+use support::{boot_selftest, boot_selftest_in, require};
 use vmc_runtime::selftest;
 use vmc_runtime::vm::{BusDevice, StopReason, Vm, VmConfig, VmError};
 
@@ -76,9 +76,7 @@ impl BusDevice for FakeVirtioMmio {
 
 #[test]
 fn selftest_guest_reports_hello_cmdline_memmap_mmio_and_passes() {
-    if !kvm_usable("selftest_guest_reports_hello_cmdline_memmap_mmio_and_passes") {
-        return;
-    }
+    require!(support::kvm());
     let cmdline = "console=ttyS0 virtio_mmio.device=512@0xfeb00e00:12 \
                    virtio_mmio.device=512@0xfeb00c00:11";
     let created = Instant::now();
@@ -120,9 +118,7 @@ fn selftest_guest_reports_hello_cmdline_memmap_mmio_and_passes() {
 
 #[test]
 fn guest_chooses_its_exit_code_through_the_debug_exit_port() {
-    if !kvm_usable("guest_chooses_its_exit_code_through_the_debug_exit_port") {
-        return;
-    }
+    require!(support::kvm());
     let run = boot_selftest(&VmConfig::new(16 * MIB, 1), "selftest.exit=7");
     assert!(run.serial.ends_with("selftest: pass\n"), "{}", run.serial);
     assert_eq!(run.outcome.reason, StopReason::DebugExit(7));
@@ -131,9 +127,7 @@ fn guest_chooses_its_exit_code_through_the_debug_exit_port() {
 
 #[test]
 fn an_empty_command_line_is_reported_empty() {
-    if !kvm_usable("an_empty_command_line_is_reported_empty") {
-        return;
-    }
+    require!(support::kvm());
     let run = boot_selftest(&VmConfig::new(16 * MIB, 1), "");
     assert_eq!(run.lines()[1], "selftest: cmdline ");
     assert_eq!(run.outcome.reason, StopReason::DebugExit(0));
@@ -141,9 +135,7 @@ fn an_empty_command_line_is_reported_empty() {
 
 #[test]
 fn memory_beyond_3gib_continues_above_4gib_in_the_guests_memory_map() {
-    if !kvm_usable("memory_beyond_3gib_continues_above_4gib_in_the_guests_memory_map") {
-        return;
-    }
+    require!(support::kvm());
     let run = boot_selftest(&VmConfig::new(3584 * MIB, 1), "");
     let lines = run.lines();
     assert_eq!(
@@ -160,17 +152,9 @@ fn memory_beyond_3gib_continues_above_4gib_in_the_guests_memory_map() {
 
 #[test]
 fn a_second_vcpu_waits_for_startup_while_the_first_runs_the_guest() {
-    if !kvm_usable("a_second_vcpu_waits_for_startup_while_the_first_runs_the_guest") {
-        return;
-    }
+    require!(support::kvm());
     let vm = Vm::new(&VmConfig::new(16 * MIB, 2)).unwrap();
-    if !support::host_has(
-        "the in-kernel irqchip",
-        vm.features().irqchip,
-        "a_second_vcpu_waits_for_startup_while_the_first_runs_the_guest",
-    ) {
-        return;
-    }
+    require!(support::has("the in-kernel irqchip", vm.features().irqchip));
     let run = boot_selftest_in(vm, "");
     assert_eq!(run.outcome.reason, StopReason::DebugExit(0));
     assert!(run.serial.ends_with("selftest: pass\n"));
@@ -178,9 +162,7 @@ fn a_second_vcpu_waits_for_startup_while_the_first_runs_the_guest() {
 
 #[test]
 fn without_the_irqchip_hlt_ends_the_run() {
-    if !kvm_usable("without_the_irqchip_hlt_ends_the_run") {
-        return;
-    }
+    require!(support::kvm());
     let config = VmConfig {
         irqchip: false,
         ..VmConfig::new(16 * MIB, 1)
@@ -193,9 +175,7 @@ fn without_the_irqchip_hlt_ends_the_run() {
 
 #[test]
 fn several_vcpus_without_the_irqchip_are_refused() {
-    if !kvm_usable("several_vcpus_without_the_irqchip_are_refused") {
-        return;
-    }
+    require!(support::kvm());
     let config = VmConfig {
         irqchip: false,
         ..VmConfig::new(16 * MIB, 2)
@@ -205,14 +185,9 @@ fn several_vcpus_without_the_irqchip_are_refused() {
 
 #[test]
 fn the_serial_interrupt_reaches_the_guest_through_irqfd() {
-    let test = "the_serial_interrupt_reaches_the_guest_through_irqfd";
-    if !kvm_usable(test) {
-        return;
-    }
+    require!(support::kvm());
     let vm = Vm::new(&VmConfig::new(16 * MIB, 1)).unwrap();
-    if !support::host_has("KVM irqfd", vm.features().irqfd, test) {
-        return;
-    }
+    require!(support::has("KVM irqfd", vm.features().irqfd));
     let run = boot_selftest_in(vm, "selftest.irq");
     eprintln!("{}", run.serial);
     assert!(run.lines().contains(&"selftest: irq serial ok"), "{}", run.serial);
@@ -230,9 +205,7 @@ fn boot_with_fake_net(features: u64) -> (support::SelftestRun, Arc<Mutex<FakeVir
 
 #[test]
 fn the_net_driver_refuses_a_device_without_version_1() {
-    if !kvm_usable("the_net_driver_refuses_a_device_without_version_1") {
-        return;
-    }
+    require!(support::kvm());
     let (run, device) = boot_with_fake_net(1 << 0);
     assert_eq!(
         run.lines()[run.lines().len() - 3..],
@@ -252,10 +225,7 @@ fn the_net_driver_refuses_a_device_without_version_1() {
 
 #[test]
 fn the_net_driver_accepts_only_its_features_and_gives_up_without_features_ok() {
-    let test = "the_net_driver_accepts_only_its_features_and_gives_up_without_features_ok";
-    if !kvm_usable(test) {
-        return;
-    }
+    require!(support::kvm());
     // CSUM, CTRL_VQ (17, not for this driver), RING_EVENT_IDX (29, left out),
     // VERSION_1, HOST_USO.
     let offered = (1 << 0) | (1 << 17) | (1 << 29) | (1 << 32) | (1 << 56);

@@ -7,7 +7,7 @@ mod support;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::kvm_usable;
+use support::require;
 use vmc_runtime::devices::serial::CaptureBuffer;
 use vmc_runtime::selftest;
 use vmc_runtime::vm::{install_stop_signal_handlers, StopReason, Vm, VmConfig};
@@ -23,9 +23,7 @@ fn spinning_vm() -> (Vm, CaptureBuffer) {
 
 #[test]
 fn sigterm_stops_the_vm_and_later_vms_still_run() {
-    if !kvm_usable("sigterm_stops_the_vm_and_later_vms_still_run") {
-        return;
-    }
+    require!(support::kvm());
     install_stop_signal_handlers().unwrap();
     let (mut vm, serial) = spinning_vm();
     let runner = thread::spawn(move || vm.run());

@@ -6,7 +6,7 @@ mod support;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::kvm_usable;
+use support::require;
 use vmc_runtime::devices::serial::CaptureBuffer;
 use vmc_runtime::selftest;
 use vmc_runtime::vm::{StopReason, Vm, VmConfig, VmError};
@@ -53,9 +53,7 @@ fn stop_after(vcpus: u8, needs_irqchip: bool, cmdline: &str, text: &str) -> Opti
 
 #[test]
 fn request_stop_ends_a_spinning_guest() {
-    if !kvm_usable("request_stop_ends_a_spinning_guest") {
-        return;
-    }
+    require!(support::kvm());
     for vcpus in [1, 2] {
         if let Some(reason) = stop_after(vcpus, false, "selftest.spin", "selftest: spinning\n") {
             assert_eq!(reason, StopReason::Stopped);
@@ -66,15 +64,12 @@ fn request_stop_ends_a_spinning_guest() {
 
 #[test]
 fn request_stop_ends_a_guest_halted_in_the_kernels_irqchip() {
-    let test = "request_stop_ends_a_guest_halted_in_the_kernels_irqchip";
-    if !kvm_usable(test) {
-        return;
-    }
+    require!(support::kvm());
     // With the in-kernel irqchip, hlt never comes back to user space: only the kick
     // signal gets the vCPU thread out.
     if let Some(reason) = stop_after(1, true, "selftest.hlt", "selftest: halting\n") {
         assert_eq!(reason, StopReason::Stopped);
     } else {
-        support::host_has("the in-kernel irqchip", false, test);
+        require!(support::has("the in-kernel irqchip", false));
     }
 }

@@ -2,8 +2,6 @@
 //! of the helpers themselves.
 #![allow(dead_code)]
 
-use std::fs::OpenOptions;
-
 use linux_loader::loader::bootparam::setup_header;
 use vm_memory::ByteValued;
 use vmc_runtime::boot::bzimage::LOADED_HIGH;
@@ -12,24 +10,10 @@ use vmc_runtime::devices::serial::CaptureBuffer;
 use vmc_runtime::selftest;
 use vmc_runtime::vm::{RunOutcome, Vm, VmConfig};
 
-/// Whether a test that needs `what` may run. Where it is missing the test prints
-/// why and returns early, except under CI (`CI=true`), where missing is a failure.
-pub fn host_has(what: &str, available: bool, test: &str) -> bool {
-    if available {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: {what} is not available and CI=true, so this is a failure, not a skip");
-    }
-    eprintln!("SKIPPED {test}: {what} is not available on this host");
-    false
-}
-
-/// `host_has` for a usable /dev/kvm.
-pub fn kvm_usable(test: &str) -> bool {
-    let ok = OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok();
-    host_has("/dev/kvm (read-write)", ok, test)
-}
+#[path = "../../tests/support/skip.rs"]
+mod skip;
+#[allow(unused_imports)]
+pub(crate) use skip::{available, has, kvm, require, test_name};
 
 /// Result of booting the self-test guest.
 pub struct SelftestRun {
@@ -99,9 +83,13 @@ pub fn synthetic_bzimage(version: u16, xloadflags: u16, initrd_addr_max: u32, pa
 
 #[test]
 fn a_missing_facility_skips_locally_and_fails_under_ci() {
-    assert!(host_has("thing", true, "t"));
+    let name = "a_missing_facility_skips_locally_and_fails_under_ci";
+    assert_eq!(test_name!(), name);
+    let in_a_closure = || test_name!();
+    assert_eq!(in_a_closure(), name, "a closure is not a test");
+    assert!(available!(has("thing", true)));
     let under_ci = std::env::var("CI").as_deref() == Ok("true");
-    let result = std::panic::catch_unwind(|| host_has("thing", false, "t"));
+    let result = std::panic::catch_unwind(|| available!(has("thing", false)));
     match result {
         Ok(ran) => {
             assert!(!under_ci, "must fail under CI");

@@ -1,7 +1,11 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+mod skip;
 pub mod vmm;
+
+#[allow(unused_imports)]
+pub(crate) use skip::{all, available, effective_uid, has, kvm, require, root, test_name};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -110,38 +114,22 @@ impl Drop for Scratch {
     }
 }
 
-/// Tests that measure the host need root (a throwaway TAP) and /dev/kvm. Without them a
-/// local run skips with a reason; under CI (CI=true) the test fails instead.
-pub fn require_host_access(test: &str) -> bool {
-    let root = effective_uid() == 0;
-    let kvm = std::path::Path::new("/dev/kvm").exists();
-    if root && kvm {
-        return true;
+/// Tests that measure the host need root (a throwaway TAP) and /dev/kvm: a check for
+/// [`require!`].
+pub fn host_access() -> Result<(), String> {
+    if effective_uid() != 0 {
+        Err("needs root".to_string())
+    } else if !Path::new("/dev/kvm").exists() {
+        Err("/dev/kvm is missing".to_string())
+    } else {
+        Ok(())
     }
-    let why = if root { "/dev/kvm is missing" } else { "needs root" };
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: {why} (CI=true: not skipping)");
-    }
-    eprintln!("SKIPPED {test}: {why}");
-    false
-}
-
-pub fn effective_uid() -> u32 {
-    // Read from /proc rather than calling libc: the tests need no unsafe code.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).and_then(|u| u.parse().ok()))
-        })
-        .unwrap_or(u32::MAX)
 }
 
 /// The QEMU reference tests need root (a network namespace and a TAP), /dev/kvm,
-/// /dev/net/tun, `ip` and QEMU 10 or newer (`scripts/install-qemu.sh`). Without them a
-/// local run skips with a reason; under CI (CI=true) the test fails instead.
-pub fn require_qemu(test: &str) -> bool {
+/// /dev/net/tun, `ip` and QEMU 10 or newer (`scripts/install-qemu.sh`): a check for
+/// [`require!`].
+pub fn qemu() -> Result<(), String> {
     let mut missing = Vec::new();
     if effective_uid() != 0 {
         missing.push("needs root".to_string());
@@ -166,15 +154,7 @@ pub fn require_qemu(test: &str) -> bool {
         )),
         None => missing.push("qemu-system-x86_64 is missing (run scripts/install-qemu.sh)".to_string()),
     }
-    if missing.is_empty() {
-        return true;
-    }
-    let why = missing.join("; ");
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: {why} (CI=true: not skipping)");
-    }
-    eprintln!("SKIPPED {test}: {why}");
-    false
+    skip::all(missing.into_iter().map(Err))
 }
 
 /// The major version `qemu-system-x86_64 --version` reports.

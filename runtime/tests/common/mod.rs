@@ -1,55 +1,19 @@
-//! Shared by the `host_*` tests: the skip-or-fail policy for privileged tests, and a
-//! network namespace each test makes for itself.
+//! Shared by the `host_*` tests: the skip-or-fail policy for privileged tests (see
+//! `tests/support/skip.rs`), and a network namespace each test makes for itself.
 #![allow(dead_code)] // each test binary uses its own part
 
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-/// The one policy for tests that need something this machine may lack: locally they say
-/// what is missing and are skipped (return false); under CI (`CI=true`, where the
-/// environment is root with /dev/kvm and /dev/net/tun) the same absence fails the test.
-pub fn available_or_skip(test: &str, missing: Option<String>) -> bool {
-    let Some(missing) = missing else {
-        return true;
-    };
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: {missing}, and CI=true, where it must be available");
-    }
-    // Straight to stderr: the test harness captures `eprintln!` of passing tests, and a
-    // skip must be seen.
-    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {missing}");
-    false
-}
-
-/// Root (for TAPs and network namespaces), `/dev/net/tun` and the `ip` command.
-pub fn require_root_or_skip(test: &str) -> bool {
-    let missing = if unsafe { libc::geteuid() } != 0 {
-        Some("needs root (CAP_NET_ADMIN, network namespaces)".to_string())
-    } else if !std::path::Path::new("/dev/net/tun").exists() {
-        Some("/dev/net/tun is missing (tun module not loaded)".to_string())
-    } else if !Command::new("ip")
-        .arg("-V")
-        .output()
-        .is_ok_and(|out| out.status.success())
-    {
-        Some("the `ip` command (iproute2) is missing".to_string())
-    } else {
-        None
-    };
-    available_or_skip(test, missing)
-}
-
-/// `/dev/kvm` can be opened read-write.
-pub fn require_kvm_or_skip(test: &str) -> bool {
-    let missing = match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
-        Ok(_) => None,
-        Err(error) => Some(format!("cannot open /dev/kvm ({error})")),
-    };
-    available_or_skip(test, missing)
-}
+// The root tests that include this file have skip.rs through their own support module
+// too: two copies of a module without state, of which they use one.
+#[allow(clippy::duplicate_mod)]
+#[path = "../../../tests/support/skip.rs"]
+mod skip;
+#[allow(unused_imports)]
+pub(crate) use skip::{all, available, has, kvm, require, root, test_name};
 
 /// Runs a command and returns its stdout; panics with its stderr if it fails.
 pub fn run(program: &str, args: &[&str]) -> String {
