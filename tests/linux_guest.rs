@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::NetNs;
-use support::{stderr, vmc, Scratch};
+use support::{require, stderr, vmc, Scratch};
 use vmc_compiler::{lower, AbiDocument, SourceFile};
 
 const TAP: &str = "vmc-lx0";
@@ -657,17 +657,13 @@ fn network_run(platform: &str, uso: bool) {
 
 #[test]
 fn linux_on_linux_6_9_negotiates_uso_and_sends_and_receives_uso_frames() {
-    if !support::require_host_access("linux_on_linux_6_9_negotiates_uso_and_sends_and_receives_uso_frames") {
-        return;
-    }
+    require!(support::host_access());
     network_run("linux-6.9", true);
 }
 
 #[test]
 fn linux_on_linux_5_15_negotiates_no_uso_and_segments_every_flow() {
-    if !support::require_host_access("linux_on_linux_5_15_negotiates_no_uso_and_segments_every_flow") {
-        return;
-    }
+    require!(support::host_access());
     network_run("linux-5.15", false);
 }
 
@@ -675,9 +671,7 @@ fn linux_on_linux_5_15_negotiates_no_uso_and_segments_every_flow() {
 /// boot per platform, to the feature report (`vmc.test=boot`).
 #[test]
 fn linux_under_qemu_negotiates_what_it_negotiates_under_vmc() {
-    if !support::require_qemu("linux_under_qemu_negotiates_what_it_negotiates_under_vmc") {
-        return;
-    }
+    require!(support::qemu());
     for (platform, uso) in [("linux-6.9", true), ("linux-5.15", false)] {
         let s = Scratch::new(&format!("linux-qemu-{platform}"));
         let abi = abi_for(&s, platform, "boot");
