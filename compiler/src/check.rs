@@ -647,18 +647,10 @@ pub fn unmeasured_json(unmeasured: &[Unmeasured]) -> serde_json::Value {
 mod tests {
     use super::*;
     use crate::platform::TapOffload;
-    use crate::{compile, CompileInput, SourceFile};
+    use crate::SourceFile;
 
     fn doc(text: &str, platform: &str) -> AbiDocument {
-        let registry = PlatformRegistry::builtin();
-        compile(&CompileInput {
-            spec: &SourceFile::new("t.kdl", text),
-            platform: registry.get(platform).unwrap(),
-            registry: &registry,
-            base_dir: None,
-            host_cpu_features: None,
-        })
-        .unwrap()
+        crate::expand::compile_for_test(text, platform)
     }
 
     fn host(offloads: &[TapOffload], cpu: &[&str], kvm: &[&str]) -> Platform {

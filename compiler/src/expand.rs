@@ -47,6 +47,21 @@ pub fn compile(input: &CompileInput<'_>) -> Result<AbiDocument, Problems> {
     .run()
 }
 
+/// For the compiler's own tests: `text` compiled for the built-in platform `platform`,
+/// which must succeed.
+#[cfg(test)]
+pub(crate) fn compile_for_test(text: &str, platform: &str) -> AbiDocument {
+    let registry = PlatformRegistry::builtin();
+    compile(&CompileInput {
+        spec: &crate::SourceFile::new("t.kdl", text),
+        platform: registry.get(platform).unwrap(),
+        registry: &registry,
+        base_dir: None,
+        host_cpu_features: None,
+    })
+    .unwrap()
+}
+
 /// Compiles a spec that states every value, as the reader restates a document (with
 /// the document's spans), for the document's machine type. The platform takes no part:
 /// every TAP offload counts as available and the CPU features are the document's own,

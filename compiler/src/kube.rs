@@ -374,18 +374,9 @@ impl Affinity {
 mod tests {
     use super::*;
     use crate::check::Unmeasured;
-    use crate::{compile, CompileInput, SourceFile};
 
     fn doc(text: &str, platform: &str) -> AbiDocument {
-        let registry = PlatformRegistry::builtin();
-        compile(&CompileInput {
-            spec: &SourceFile::new("t.kdl", text),
-            platform: registry.get(platform).unwrap(),
-            registry: &registry,
-            base_dir: None,
-            host_cpu_features: None,
-        })
-        .unwrap()
+        crate::expand::compile_for_test(text, platform)
     }
 
     /// A host measured in full: a built-in platform with the CPU features of `model`.
