@@ -11,13 +11,11 @@
 mod common;
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::UdpSocket;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::NetNs;
+use support::vmm::Vmm;
 use support::{require, stderr, vmc, Scratch};
 
 const TAP: &str = "vmc-st0";
@@ -25,96 +23,6 @@ const HOST_MAC: &str = "02:00:00:00:00:01";
 const GUEST_MAC: &str = "52:54:00:12:34:56";
 const SEGMENTS: usize = 3;
 const MSS: usize = 1000;
-
-/// The guest's serial output and exit status.
-struct GuestRun {
-    output: String,
-    code: Option<i32>,
-}
-
-/// A running `vmc run`, its output collected as it comes; killed if the test ends early.
-struct Vmm {
-    child: Option<Child>,
-    output: Arc<Mutex<String>>,
-}
-
-impl Vmm {
-    fn start(mut command: Command) -> Vmm {
-        let mut child = command
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start vmc run");
-        let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().expect("piped")),
-        ] {
-            let sink = output.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let mut out = sink.lock().unwrap();
-                    out.push_str(&line);
-                    out.push('\n');
-                }
-            });
-        }
-        Vmm {
-            child: Some(child),
-            output,
-        }
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    /// Waits until the guest printed a line starting with `prefix`.
-    fn wait_for(&self, prefix: &str, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        while !self.output().lines().any(|l| l.starts_with(prefix)) {
-            assert!(
-                Instant::now() < deadline,
-                "no `{prefix}` within {limit:?}:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn wait(mut self, limit: Duration) -> GuestRun {
-        let mut child = self.child.take().expect("running");
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // Let the readers drain what the VMM wrote before it exited.
-        std::thread::sleep(Duration::from_millis(100));
-        let output = self.output();
-        assert!(status.is_some(), "the VM did not stop within {limit:?}\n{output}");
-        GuestRun {
-            output,
-            code: status.and_then(|s| s.code()),
-        }
-    }
-}
-
-impl Drop for Vmm {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
 
 /// The self-test spec with a command line that also waits for `SEGMENTS` from the host.
 fn abi_for(s: &Scratch, platform: &str) -> String {
@@ -159,9 +67,7 @@ fn run_selftest(platform: &str, uso: bool) {
     sock.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
     let rx_before = ns.counter(TAP, "rx_packets");
 
-    let mut command = Command::new("ip");
-    command.args(["netns", "exec", ns.name(), env!("CARGO_BIN_EXE_vmc"), "run", &abi]);
-    let vmm = Vmm::start(command);
+    let mut vmm = Vmm::start(ns.name(), &[&abi]);
 
     // Guest -> host: the kernel delivers each segment as its own datagram.
     let mut buf = [0u8; 65536];
@@ -178,9 +84,9 @@ fn run_selftest(platform: &str, uso: bool) {
     vmm.wait_for("selftest: rx ready", Duration::from_secs(60));
     send_uso(&ns);
 
-    let run = vmm.wait(Duration::from_secs(120));
-    let out = &run.output;
-    assert_eq!(run.code, Some(0), "{out}");
+    let code = vmm.wait_within(Duration::from_secs(120));
+    let out = &vmm.output();
+    assert_eq!(code, Some(0), "{out}");
     let line = |prefix: &str| -> String {
         out.lines()
             .find(|l| l.starts_with(prefix))

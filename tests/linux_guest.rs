@@ -23,7 +23,7 @@ mod common;
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use common::NetNs;
+use support::vmm::Vmm;
 use support::{require, stderr, vmc, Scratch};
 use vmc_compiler::{lower, AbiDocument, SourceFile};
 
@@ -178,103 +179,6 @@ fn build_guest() -> Result<PathBuf, String> {
                     "scripts/linux-guest printed no kernel path:\n{stdout}\n{stderr_text}"
                 ))
             }
-        }
-    }
-}
-
-/// A running VMM (`vmc run` or QEMU), its serial output collected as it comes, in its own
-/// process group; the group is killed if the test ends early.
-struct Vmm {
-    child: Option<Child>,
-    output: Arc<Mutex<String>>,
-}
-
-impl Vmm {
-    fn start(mut command: Command) -> Vmm {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .spawn()
-            .expect("start the VMM");
-        let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().expect("piped")),
-        ] {
-            let sink = output.clone();
-            std::thread::spawn(move || {
-                // Serial output may hold bytes that are not UTF-8; keep the lines readable.
-                let mut reader = BufReader::new(stream);
-                let mut line = Vec::new();
-                while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
-                    let text = String::from_utf8_lossy(&line).replace('\r', "");
-                    sink.lock().unwrap().push_str(&text);
-                    line.clear();
-                }
-            });
-        }
-        Vmm {
-            child: Some(child),
-            output,
-        }
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    /// Waits for a line starting with `prefix` and returns it; fails if the VMM exits or
-    /// the limit passes first.
-    fn wait_for(&mut self, prefix: &str, limit: Duration) -> String {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(line) = self.output().lines().find(|l| l.starts_with(prefix)) {
-                return line.to_string();
-            }
-            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            if let Some(status) = exited {
-                std::thread::sleep(Duration::from_millis(100));
-                panic!("the VMM exited ({status}) before `{prefix}`:\n{}", self.output());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no `{prefix}` within {limit:?}:\n{}",
-                self.output()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits for the VMM to exit; its exit code and everything it printed.
-    fn wait(mut self, limit: Duration) -> (Option<i32>, String) {
-        let mut child = self.child.take().expect("running");
-        let deadline = Instant::now() + limit;
-        let status = loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                break Some(status);
-            }
-            if Instant::now() > deadline {
-                kill_group(&child);
-                let _ = child.wait();
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        // Let the readers drain what the VMM wrote before it exited.
-        std::thread::sleep(Duration::from_millis(200));
-        let output = self.output();
-        assert!(status.is_some(), "the VM did not stop within {limit:?}\n{output}");
-        (status.and_then(|s| s.code()), output)
-    }
-}
-
-impl Drop for Vmm {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            kill_group(child);
-            let _ = child.wait();
         }
     }
 }
@@ -563,7 +467,7 @@ fn network_run(platform: &str, uso: bool) {
     let mut command = Command::new("ip");
     command.args(["netns", "exec", ns.name(), env!("CARGO_BIN_EXE_vmc"), "run", &abi]);
     let started = Instant::now();
-    let mut vmm = Vmm::start(command);
+    let mut vmm = Vmm::spawn(&mut command);
     vmm.wait_for("linux: userspace", BOOT_LIMIT);
     let to_userspace = started.elapsed();
 
@@ -593,7 +497,7 @@ fn network_run(platform: &str, uso: bool) {
             .expect("send to the guest");
     });
 
-    let (code, out) = vmm.wait(RUN_LIMIT);
+    let (code, out) = (vmm.wait_within(RUN_LIMIT), vmm.output());
     stop.store(true, Ordering::Relaxed);
     let frames = capture.join().expect("capture");
     eprintln!(
@@ -684,8 +588,8 @@ fn linux_under_qemu_negotiates_what_it_negotiates_under_vmc() {
             .args(["netns", "exec", ns.name(), lower::QEMU_BINARY])
             .args(lower::qemu(&doc).expect("lowering"));
         let started = Instant::now();
-        let vmm = Vmm::start(command);
-        let (code, out) = vmm.wait(RUN_LIMIT);
+        let mut vmm = Vmm::spawn(&mut command);
+        let (code, out) = (vmm.wait_within(RUN_LIMIT), vmm.output());
         eprintln!("{platform}: QEMU run {:.1} s", started.elapsed().as_secs_f64());
         // QEMU's isa-debug-exit turns the guest's exit code 0 into (0 << 1) | 1.
         assert_eq!(code, Some(1), "{out}");

@@ -13,14 +13,14 @@
 mod common;
 mod support;
 
-use std::io::{BufRead, BufReader, Read};
 use std::net::UdpSocket;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use common::NetNs;
+use support::vmm::Vmm;
 use support::{require, stderr, vmc, Scratch};
 use vmc_runtime::host::tap_offload_features;
 
@@ -67,25 +67,6 @@ fn abi(s: &Scratch) -> String {
     abi
 }
 
-/// The output of a child, collected as it comes.
-fn collect(child: &mut std::process::Child) -> Arc<Mutex<String>> {
-    let output = Arc::new(Mutex::new(String::new()));
-    for stream in [
-        Box::new(child.stdout.take().expect("piped")) as Box<dyn Read + Send>,
-        Box::new(child.stderr.take().expect("piped")),
-    ] {
-        let sink = output.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                let mut out = sink.lock().unwrap();
-                out.push_str(&line);
-                out.push('\n');
-            }
-        });
-    }
-    output
-}
-
 #[test]
 fn sigterm_while_frames_flow_exits_143_and_leaves_the_tap_as_found() {
     require!(support::host_access());
@@ -111,34 +92,16 @@ fn sigterm_while_frames_flow_exits_143_and_leaves_the_tap_as_found() {
     receiver.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
 
     // `ip netns exec` execs vmc itself: the child's pid is vmc's.
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns.name(), env!("CARGO_BIN_EXE_vmc"), "run", &abi])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start vmc run");
-    let output = collect(&mut child);
-    let kill_child = |child: &mut std::process::Child| {
-        let _ = child.kill();
-        let _ = child.wait();
-    };
+    let mut vmm = Vmm::start(ns.name(), &[&abi]);
 
     // The guest's flow arrives: the device transmits.
     let mut buf = [0u8; 2048];
     for i in 0..SEGMENTS {
         if let Err(error) = receiver.recv(&mut buf) {
-            kill_child(&mut child);
-            panic!("datagram {i} of {SEGMENTS}: {error}\n{}", output.lock().unwrap());
+            panic!("datagram {i} of {SEGMENTS}: {error}\n{}", vmm.output());
         }
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !output.lock().unwrap().contains("selftest: rx ready") {
-        if Instant::now() > deadline {
-            kill_child(&mut child);
-            panic!("no `rx ready`:\n{}", output.lock().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    vmm.wait_for("selftest: rx ready", Duration::from_secs(60));
     let during = observe(&ns);
     assert_ne!(
         during, before,
@@ -161,28 +124,18 @@ fn sigterm_while_frames_flow_exits_143_and_leaves_the_tap_as_found() {
         })
     };
     std::thread::sleep(Duration::from_millis(300));
-    let pid = child.id();
+    let pid = vmm.child.id();
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
     assert_eq!(comm.trim(), "vmc", "the child is vmc itself");
     // SAFETY: kill(2) on our own child's pid, which it still is (not yet waited for).
     assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) }, 0);
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        if Instant::now() > deadline {
-            kill_child(&mut child);
-            panic!("vmc did not stop within 20 s of SIGTERM:\n{}", output.lock().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    // Within 20 s of SIGTERM, or the test fails.
+    let code = vmm.wait_within(Duration::from_secs(20));
     stop.store(true, Ordering::Relaxed);
     flood.join().unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    let out = output.lock().unwrap().clone();
+    let out = vmm.output();
     assert!(sent.load(Ordering::Relaxed) > 100, "the flood sent little: {out}");
-    assert_eq!(status.code(), Some(143), "{out}");
+    assert_eq!(code, Some(143), "{out}");
     assert_eq!(observe(&ns), before, "the TAP is not as found:\n{out}");
 }
