@@ -143,15 +143,47 @@ fn compile_spec(
     })?)
 }
 
-/// `vmc run`'s flags besides the file.
+/// `vmc run`'s flags besides the file and the platform paths.
+#[derive(clap::Args)]
 pub(crate) struct RunFlags {
+    /// Print timings and VM exit counts on stderr at the end.
+    #[arg(long)]
     pub stats: bool,
+    /// Serve the VM's control socket at PATH (status, pause, resume, snapshot,
+    /// migrate; see `vmc status`, `vmc snapshot`, `vmc migrate`). PATH must not exist;
+    /// it is removed when the VM stops.
+    #[arg(long, value_name = "PATH")]
     pub api_sock: Option<PathBuf>,
+    /// Continue the guest from a snapshot (`vmc snapshot`) instead of booting it. The
+    /// snapshot's format version and ABI hash are checked first: one of another ABI is
+    /// refused, naming the values that differ.
+    #[arg(long, value_name = "SNAPSHOT", conflicts_with = "incoming")]
     pub restore: Option<PathBuf>,
+    /// Wait for a live migration (`vmc migrate`) on unix:PATH or tcp:HOST:PORT and
+    /// continue the guest from it. FILE is this host's own document: a source whose
+    /// ABI hash differs is refused before any state moves, both sides naming the
+    /// values that differ.
+    #[arg(long, value_name = "ADDRESS")]
     pub incoming: Option<String>,
+    /// Seccomp filters for vmc's threads once the VM is built, one allowlist per
+    /// role (main, vcpu, net, api): `enforce` stops vmc (exit 159, naming the call)
+    /// at a system call outside the role's list; `log` names it on stderr and lets it
+    /// through; `off` installs none.
+    #[arg(long, value_name = "MODE", default_value = "enforce")]
     pub seccomp: String,
+    /// Drop to this user and group (numbers) once /dev/kvm, the TAPs and the control
+    /// socket are open: no supplementary groups, no capabilities. A TAP vmc created
+    /// still goes away at the end; the control socket is given to that user.
+    #[arg(long, value_name = "UID[:GID]")]
     pub user: Option<String>,
+    /// Stop the guest after this long (exit 124): a number of seconds, or with a
+    /// unit: 500ms, 30s, 5m, 1h.
+    #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
+    /// Write one JSON line to FILE at the end, saying who ended the run and why:
+    /// {"ended_by":"guest"|"host"|"vmc","reason":…,"exit_code":N, …}; so a script can
+    /// tell the guest's own exit code from vmc's failure (see EXIT STATUS).
+    #[arg(long, value_name = "FILE")]
     pub exit_status: Option<PathBuf>,
 }
 

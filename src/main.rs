@@ -243,45 +243,8 @@ enum Command {
         file: PathBuf,
         #[command(flatten)]
         paths: PlatformPaths,
-        /// Print timings and VM exit counts on stderr at the end.
-        #[arg(long)]
-        stats: bool,
-        /// Serve the VM's control socket at PATH (status, pause, resume, snapshot,
-        /// migrate; see `vmc status`, `vmc snapshot`, `vmc migrate`). PATH must not exist;
-        /// it is removed when the VM stops.
-        #[arg(long, value_name = "PATH")]
-        api_sock: Option<PathBuf>,
-        /// Continue the guest from a snapshot (`vmc snapshot`) instead of booting it. The
-        /// snapshot's format version and ABI hash are checked first: one of another ABI is
-        /// refused, naming the values that differ.
-        #[arg(long, value_name = "SNAPSHOT", conflicts_with = "incoming")]
-        restore: Option<PathBuf>,
-        /// Wait for a live migration (`vmc migrate`) on unix:PATH or tcp:HOST:PORT and
-        /// continue the guest from it. FILE is this host's own document: a source whose
-        /// ABI hash differs is refused before any state moves, both sides naming the
-        /// values that differ.
-        #[arg(long, value_name = "ADDRESS")]
-        incoming: Option<String>,
-        /// Seccomp filters for vmc's threads once the VM is built, one allowlist per
-        /// role (main, vcpu, net, api): `enforce` stops vmc (exit 159, naming the call)
-        /// at a system call outside the role's list; `log` names it on stderr and lets it
-        /// through; `off` installs none.
-        #[arg(long, value_name = "MODE", default_value = "enforce")]
-        seccomp: String,
-        /// Drop to this user and group (numbers) once /dev/kvm, the TAPs and the control
-        /// socket are open: no supplementary groups, no capabilities. A TAP vmc created
-        /// still goes away at the end; the control socket is given to that user.
-        #[arg(long, value_name = "UID[:GID]")]
-        user: Option<String>,
-        /// Stop the guest after this long (exit 124): a number of seconds, or with a
-        /// unit: 500ms, 30s, 5m, 1h.
-        #[arg(long, value_name = "DURATION")]
-        timeout: Option<String>,
-        /// Write one JSON line to FILE at the end, saying who ended the run and why:
-        /// {"ended_by":"guest"|"host"|"vmc","reason":…,"exit_code":N, …}; so a script can
-        /// tell the guest's own exit code from vmc's failure (see EXIT STATUS).
-        #[arg(long, value_name = "FILE")]
-        exit_status: Option<PathBuf>,
+        #[command(flatten)]
+        flags: commands::RunFlags,
     },
     /// Ask a running VM (`vmc run --api-sock PATH`) for its state: running, paused,
     /// snapshotting or migrating, with its ABI hash.
@@ -602,31 +565,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             Ok(0)
         }
         Command::Probe { name, json } => probe(name.as_deref(), json),
-        Command::Run {
-            file,
-            paths,
-            stats,
-            api_sock,
-            restore,
-            incoming,
-            seccomp,
-            user,
-            timeout,
-            exit_status,
-        } => run_vm(
-            &file,
-            &paths,
-            &commands::RunFlags {
-                stats,
-                api_sock,
-                restore,
-                incoming,
-                seccomp,
-                user,
-                timeout,
-                exit_status,
-            },
-        ),
+        Command::Run { file, paths, flags } => run_vm(&file, &paths, &flags),
         Command::Status { socket, json } => control::status(&socket, json),
         Command::Pause { socket } => control::simple(&socket, "pause"),
         Command::Resume { socket } => control::simple(&socket, "resume"),
