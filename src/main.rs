@@ -577,7 +577,7 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             json,
         } => control::migrate(&socket, &to, downtime_limit, json),
         Command::SelftestGuest { output } => {
-            let image = vmc_runtime::selftest::build_image()
+            let image = vmc_selftest::build_image()
                 .map_err(|e| Failure::Message(format!("cannot assemble the self-test guest: {e}")))?;
             write_output(&output, &image)?;
             errln!(

@@ -8,5 +8,4 @@ pub mod devices;
 pub mod host;
 pub mod migration;
 pub mod run;
-pub mod selftest;
 pub mod vm;

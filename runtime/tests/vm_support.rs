@@ -1,57 +1,16 @@
-//! Helpers shared by the vm_*/boot_* tests (included with `#[path]`), and the tests
-//! of the helpers themselves.
+//! Helpers shared by the boot_* tests here and by the tests that boot a VM, in
+//! selftest/tests (through its support module; both include this file with `#[path]`),
+//! and the tests of the helpers themselves.
 #![allow(dead_code)]
 
 use linux_loader::loader::bootparam::setup_header;
 use vm_memory::ByteValued;
 use vmc_runtime::boot::bzimage::LOADED_HIGH;
 
-use vmc_runtime::devices::serial::CaptureBuffer;
-use vmc_runtime::selftest;
-use vmc_runtime::vm::{RunOutcome, Vm, VmConfig};
-
 #[path = "../../tests/support/skip.rs"]
 mod skip;
 #[allow(unused_imports)]
 pub(crate) use skip::{available, has, kvm, require, test_name};
-
-/// Result of booting the self-test guest.
-pub struct SelftestRun {
-    pub outcome: RunOutcome,
-    pub serial: String,
-    pub vm: Vm,
-}
-
-impl SelftestRun {
-    /// The report lines, without the `selftest: cpuid` ones: what CPUID shows depends
-    /// on the host (tests/run.rs checks it against the ABI).
-    pub fn lines(&self) -> Vec<&str> {
-        self.serial
-            .lines()
-            .filter(|l| !l.starts_with("selftest: cpuid "))
-            .collect()
-    }
-}
-
-/// Boots the self-test guest through the PVH loader in a fresh VM.
-pub fn boot_selftest(config: &VmConfig, cmdline: &str) -> SelftestRun {
-    boot_selftest_in(Vm::new(config).expect("create VM"), cmdline)
-}
-
-/// Boots the self-test guest through the PVH loader in `vm` (which may already
-/// have devices).
-pub fn boot_selftest_in(mut vm: Vm, cmdline: &str) -> SelftestRun {
-    let serial = CaptureBuffer::new();
-    vm.add_legacy_devices(Box::new(serial.clone())).expect("legacy devices");
-    let image = selftest::build_image().expect("self-test image");
-    vm.load_kernel(&image, cmdline, None).expect("load self-test");
-    let outcome = vm.run().expect("run");
-    SelftestRun {
-        outcome,
-        serial: serial.text(),
-        vm,
-    }
-}
 
 /// Setup sectors of [`synthetic_bzimage`]s.
 pub const SETUP_SECTS: u8 = 4;

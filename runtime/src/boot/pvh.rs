@@ -246,7 +246,6 @@ pub fn write_start_info(
 mod tests {
     use super::*;
     use crate::boot::load_kernel;
-    use crate::selftest::elf::pvh_elf;
     use crate::vm::layout::create_guest_memory;
 
     const MIB: u64 = 1 << 20;
@@ -256,9 +255,47 @@ mod tests {
         load_kernel(&mem, image, "", None)
     }
 
-    /// A kernel of `size` bytes of `hlt` loaded at `at`, entered at `entry`.
+    /// A kernel of `size` bytes of `hlt` loaded at `at` (`bss` more bytes in memory),
+    /// entered at `entry`, laid out as a linker would: the ELF64 header, a PT_LOAD and a
+    /// PT_NOTE with the `Xen` note naming the entry, and the code at 4 KiB.
     fn kernel(at: u32, entry: u32, size: usize, bss: u64) -> Vec<u8> {
-        pvh_elf(at, entry, &vec![0xf4; size], bss)
+        const PHDR_SIZE: u16 = 56;
+        const CODE_OFFSET: u64 = 0x1000;
+        let mut note = Vec::new();
+        for word in [4, 4, XEN_ELFNOTE_PHYS32_ENTRY] {
+            note.extend(word.to_le_bytes()); // namesz, descsz, type
+        }
+        note.extend(b"Xen\0");
+        note.extend(entry.to_le_bytes());
+
+        let mut elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec(); // ELFCLASS64, little-endian
+        elf.extend(2u16.to_le_bytes()); // ET_EXEC
+        elf.extend(62u16.to_le_bytes()); // EM_X86_64
+        elf.extend(1u32.to_le_bytes()); // EV_CURRENT
+        for word in [u64::from(entry), EHDR_SIZE as u64, 0] {
+            elf.extend(word.to_le_bytes()); // e_entry, e_phoff, e_shoff
+        }
+        elf.extend(0u32.to_le_bytes()); // e_flags
+        for half in [EHDR_SIZE as u16, PHDR_SIZE, 2, 64, 0, 0] {
+            elf.extend(half.to_le_bytes()); // e_ehsize, e_phentsize, e_phnum, e_shentsize, e_shnum, e_shstrndx
+        }
+        let (size, note_len) = (size as u64, note.len() as u64);
+        let note_offset = EHDR_SIZE as u64 + 2 * u64::from(PHDR_SIZE);
+        // (type, flags, offset, address, bytes in the file, bytes in memory, alignment)
+        for (kind, flags, offset, addr, filesz, memsz, align) in [
+            (PT_LOAD, 7u32, CODE_OFFSET, u64::from(at), size, size + bss, 0x1000), // read, write, execute
+            (4, 4, note_offset, 0, note_len, note_len, 4),                         // PT_NOTE, read
+        ] {
+            elf.extend(kind.to_le_bytes());
+            elf.extend(flags.to_le_bytes());
+            for word in [offset, addr, addr, filesz, memsz, align] {
+                elf.extend(word.to_le_bytes()); // p_vaddr = p_paddr
+            }
+        }
+        elf.extend(note);
+        elf.resize(CODE_OFFSET as usize, 0);
+        elf.resize(elf.len() + size as usize, 0xf4);
+        elf
     }
 
     #[test]

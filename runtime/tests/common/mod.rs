@@ -1,4 +1,5 @@
-//! Shared by the `host_*` tests: the skip-or-fail policy for privileged tests (see
+//! Shared by the `host_*` tests, and with `#[path]` by the root tests and the self-test
+//! guest's (selftest/tests): the skip-or-fail policy for privileged tests (see
 //! `tests/support/skip.rs`), and a network namespace each test makes for itself.
 #![allow(dead_code)] // each test binary uses its own part
 

@@ -38,10 +38,14 @@
 
 use iced_x86::code_asm::*;
 
-/// The debug-exit port (must match `devices::debug_exit`).
+/// The debug-exit port.
 pub const DEBUG_EXIT_PORT: u32 = 0xf4;
 /// COM1 data port.
 pub const COM1: u32 = 0x3f8;
+
+// The ports the VMM decodes.
+const _: () = assert!(DEBUG_EXIT_PORT as u64 == vmc_runtime::devices::debug_exit::DEBUG_EXIT_PORT);
+const _: () = assert!(COM1 as u64 == vmc_runtime::devices::serial::COM1_PORT);
 /// COM1 line status register.
 const COM1_LSR: u32 = COM1 + 5;
 /// LSR bit: transmitter holding register empty.

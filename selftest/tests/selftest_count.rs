@@ -2,6 +2,7 @@
 //! 1, 2, 3, … with no gap and no repeat, the pages it touches hold what it wrote, and
 //! it notices memory or a device that changed under it.
 
+#[path = "../../runtime/tests/common/mod.rs"]
 mod common;
 
 use std::sync::{Arc, Mutex};
@@ -14,10 +15,10 @@ use vmc_runtime::devices::serial::CaptureBuffer;
 use vmc_runtime::devices::virtio::net::{feature, feature_word, Net, NetConfig};
 use vmc_runtime::devices::virtio::{mmio::reg, Interrupt, InterruptReason, MmioTransport, MMIO_SIZE};
 use vmc_runtime::host::Tap;
-use vmc_runtime::selftest::{
-    self, COUNT_BASE, COUNT_DEFAULT_DELAY, COUNT_DEFAULT_PAGES, COUNT_PAGE_SIZE, EXIT_COUNT_DEVICE, EXIT_COUNT_MEMORY,
-};
 use vmc_runtime::vm::{BusDevice, RunControl, RunOutcome, StopReason, Vm, VmConfig, VmError};
+use vmc_selftest::{
+    COUNT_BASE, COUNT_DEFAULT_DELAY, COUNT_DEFAULT_PAGES, COUNT_PAGE_SIZE, EXIT_COUNT_DEVICE, EXIT_COUNT_MEMORY,
+};
 
 const MIB: u64 = 1 << 20;
 /// How long a test waits for the guest to reach a line (it takes milliseconds).
@@ -35,7 +36,7 @@ impl Counting {
     fn start(mut vm: Vm, cmdline: &str) -> Counting {
         let serial = CaptureBuffer::new();
         vm.add_legacy_devices(Box::new(serial.clone())).unwrap();
-        let image = selftest::build_image().unwrap();
+        let image = vmc_selftest::build_image().unwrap();
         vm.load_kernel(&image, cmdline, None).unwrap();
         let control = vm.control();
         let memory = vm.memory().clone();
@@ -212,7 +213,7 @@ fn count_mode_rejects_a_region_beyond_ram() {
         "selftest.count selftest.count-pages=4096",
     );
     let (reason, text) = run.wait_for_end();
-    assert_eq!(reason, StopReason::DebugExit(selftest::EXIT_COUNT_ARGS), "{text}");
+    assert_eq!(reason, StopReason::DebugExit(vmc_selftest::EXIT_COUNT_ARGS), "{text}");
     assert!(
         text.ends_with("selftest: count bad region: 0x400000 to 0x1400000 is not RAM\n"),
         "{text}"

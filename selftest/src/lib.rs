@@ -2,6 +2,11 @@
 //! assembler, our own ELF writer), so the runtime can be tested end to end on any
 //! KVM host without an external toolchain or a Linux guest.
 //!
+//! A crate of its own so that the runtime carries no assembler: it takes the runtime's
+//! constants (virtio-mmio registers, feature bits, the memory layout, the PVH note)
+//! from `vmc_runtime`, and `vmc selftest-guest` and the tests that boot the guest
+//! (this crate's `tests/`) depend on it.
+//!
 //! It runs in 32-bit protected mode, as the PVH entry leaves it (no page tables, no
 //! mode switch: less to go wrong where kernel-mode code is emulated), and prints on
 //! COM1:
@@ -98,8 +103,8 @@ pub const STACK_TOP: u32 = 0x8_0000;
 pub const SCRATCH_ADDR: u32 = 0x20_0000;
 
 // The stack lies in low RAM above the loader's boot area and below the EBDA.
-const _: () = assert!(STACK_TOP as u64 > crate::boot::layout::BOOT_AREA_END);
-const _: () = assert!(STACK_TOP as u64 <= crate::vm::layout::EBDA_START);
+const _: () = assert!(STACK_TOP as u64 > vmc_runtime::boot::layout::BOOT_AREA_END);
+const _: () = assert!(STACK_TOP as u64 <= vmc_runtime::vm::layout::EBDA_START);
 
 /// Command-line tokens the self-test guest understands.
 pub mod cmdline_keys {
@@ -210,7 +215,7 @@ pub fn build_code() -> Result<Vec<u8>, SelftestError> {
     Ok(g.assemble(LOAD_ADDR)?)
 }
 
-/// The self-test guest as a PVH ELF image, ready for `boot::load_kernel`.
+/// The self-test guest as a PVH ELF image, ready for `vmc_runtime::boot::load_kernel`.
 pub fn build_image() -> Result<Vec<u8>, SelftestError> {
     let code = build_code()?;
     Ok(elf::pvh_elf(LOAD_ADDR, LOAD_ADDR, &code, 0))

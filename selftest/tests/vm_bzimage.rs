@@ -1,8 +1,9 @@
 //! The Linux 64-bit boot protocol entry, run for real: a synthetic bzImage whose
 //! 64-bit entry checks what the protocol promises (long mode, `__BOOT_CS`/`__BOOT_DS`,
 //! `rsi` = zero page, a usable stack) and prints the command line it finds there.
+//! Here rather than in runtime/tests because that entry is assembled with iced-x86,
+//! which only this crate depends on.
 
-#[path = "vm_support.rs"]
 mod support;
 
 use iced_x86::code_asm::*;

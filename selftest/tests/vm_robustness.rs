@@ -1,11 +1,9 @@
 //! A guest cannot hurt the VMM: unknown ports and MMIO, resets, and misuse of the API.
 
-#[path = "vm_support.rs"]
 mod support;
 
 use kvm_ioctls::{IoEventAddress, NoDatamatch};
 use support::{boot_selftest, boot_selftest_in, require};
-use vmc_runtime::selftest;
 use vmc_runtime::vm::{StopReason, Vm, VmConfig, VmError};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -54,7 +52,7 @@ fn a_triple_fault_ends_the_vm_with_shutdown() {
     require!(support::kvm());
     // ud2 with the loader's empty IDT: #UD, #GP, double fault, triple fault.
     let ud2 = [0x0f, 0x0b];
-    let image = selftest::elf::pvh_elf(0x10_0000, 0x10_0000, &ud2, 0);
+    let image = vmc_selftest::elf::pvh_elf(0x10_0000, 0x10_0000, &ud2, 0);
     let mut vm = Vm::new(&VmConfig::new(16 * MIB, 1)).unwrap();
     vm.load_kernel(&image, "", None).unwrap();
     let outcome = vm.run().unwrap();
@@ -97,13 +95,13 @@ fn guest_memory_stays_readable_after_the_run() {
     let mut magic = [0u8; 4];
     run.vm.memory().read_slice(&mut magic, GuestAddress(0x6000)).unwrap();
     assert_eq!(u32::from_le_bytes(magic), 0x336e_c578);
-    let code = selftest::build_code().unwrap();
+    let code = vmc_selftest::build_code().unwrap();
     let mut loaded = vec![0u8; code.len()];
     run.vm
         .memory()
-        .read_slice(&mut loaded, GuestAddress(u64::from(selftest::LOAD_ADDR)))
+        .read_slice(&mut loaded, GuestAddress(u64::from(vmc_selftest::LOAD_ADDR)))
         .unwrap();
     // The guest writes its variables in the data area; the code itself is intact.
-    let data = selftest::DATA_OFFSET as usize;
+    let data = vmc_selftest::DATA_OFFSET as usize;
     assert_eq!(loaded[..data], code[..data]);
 }

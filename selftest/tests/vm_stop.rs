@@ -1,6 +1,5 @@
 //! Stopping a running VM from the host.
 
-#[path = "vm_support.rs"]
 mod support;
 
 use std::thread;
@@ -8,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use support::require;
 use vmc_runtime::devices::serial::CaptureBuffer;
-use vmc_runtime::selftest;
 use vmc_runtime::vm::{StopReason, Vm, VmConfig, VmError};
 
 /// Polls `serial` until it contains `text`; gives up (returning false) after a
@@ -38,7 +36,7 @@ fn stop_after(vcpus: u8, needs_irqchip: bool, cmdline: &str, text: &str) -> Opti
     }
     let serial = CaptureBuffer::new();
     vm.add_legacy_devices(Box::new(serial.clone())).unwrap();
-    let image = selftest::build_image().unwrap();
+    let image = vmc_selftest::build_image().unwrap();
     vm.load_kernel(&image, cmdline, None).unwrap();
     let control = vm.control();
     let runner = thread::spawn(move || vm.run());

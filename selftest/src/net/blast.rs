@@ -56,7 +56,7 @@
 use iced_x86::code_asm::*;
 
 use super::{at, fail_device, print_var, reg, Net, MAX_FLOW_PAYLOAD, PAYLOAD, TX_AVAIL, TX_BUF, TX_DESC, TX_USED};
-use crate::selftest::asm::GuestAsm;
+use crate::asm::GuestAsm;
 
 /// Most bytes `selftest.blast=` takes: 1 GiB.
 pub const MAX_BYTES: u32 = 1 << 30;
@@ -89,7 +89,7 @@ const VRING_USED_F_NO_NOTIFY: u32 = 1;
 const _: () = assert!(RAMP + 256 + 192 + MAX_FLOW_PAYLOAD + 4 <= super::RX_BUF);
 const _: () = assert!(HDR_LAST + PAYLOAD as u32 <= RAMP);
 const _: () = assert!(PAYLOAD_BUF >= super::RX_BUF + 0x4_0000 * 2);
-const _: () = assert!(PAYLOAD_BUF + 4 * MAX_FLOW_PAYLOAD <= crate::selftest::COUNT_BASE);
+const _: () = assert!(PAYLOAD_BUF + 4 * MAX_FLOW_PAYLOAD <= crate::COUNT_BASE);
 const _: () = assert!(STALL_UNITS > 0 && (STALL_UNITS as u64) << TSC_SHIFT == STALL_TSC_TICKS);
 
 /// Throughput mode's variables (addresses in the guest's data area).
@@ -137,7 +137,7 @@ impl Blast {
 /// Parses `selftest.blast=<B>` (1 to [`MAX_BYTES`]) into `b.bytes`.
 pub(super) fn parse(g: &mut GuestAsm, n: &Net, b: &Blast) -> Result<(), IcedError> {
     let bytes = b.bytes;
-    super::with_key(g, n, crate::selftest::cmdline_keys::NET_BLAST, |g, bad| {
+    super::with_key(g, n, crate::cmdline_keys::NET_BLAST, |g, bad| {
         g.parse_num()?;
         // `parse_num` wraps around 32 bits: a value that may have wrapped is refused.
         // Up to 8 digits cannot (decimal or hex); 9 or 10 can only in hex (a `0x`
@@ -599,13 +599,13 @@ mod tests {
             let (spf, ..) = shape(1 << 20, mss, true);
             assert!(spf * mss <= MAX_FLOW_PAYLOAD && spf <= MAX_SEGMENTS_PER_FRAME);
             // The payload buffer holds spf + 3 segments.
-            assert!(PAYLOAD_BUF + (spf + 3) * mss <= crate::selftest::COUNT_BASE);
+            assert!(PAYLOAD_BUF + (spf + 3) * mss <= crate::COUNT_BASE);
         }
     }
 
     #[test]
     fn the_exit_code_is_distinct_from_the_others() {
-        use crate::selftest::*;
+        use crate::*;
         let others = [
             EXIT_BAD_START_INFO,
             EXIT_EXCEPTION,

@@ -11,6 +11,7 @@
 //! Needs root, /dev/net/tun, /dev/kvm and `qemu-system-x86_64`: without them a test
 //! says why and is skipped, except under `CI=true`, where that is a failure.
 
+#[path = "../../runtime/tests/common/mod.rs"]
 mod common;
 
 use std::io::{BufRead, BufReader, Read};
@@ -24,7 +25,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{require, test_name, NetNs};
-use vmc_runtime::selftest;
 
 const QEMU: &str = "qemu-system-x86_64";
 const TAP: &str = "tap0";
@@ -72,7 +72,7 @@ impl ImageFile {
             std::process::id(),
             SERIAL.fetch_add(1, Ordering::Relaxed)
         ));
-        std::fs::write(&path, selftest::build_image().expect("self-test image")).expect("write the image");
+        std::fs::write(&path, vmc_selftest::build_image().expect("self-test image")).expect("write the image");
         ImageFile(path)
     }
 }
@@ -635,7 +635,10 @@ fn with_nothing_to_receive_the_guest_reports_a_timeout() {
     let (status, serial, elapsed) = qemu.finish();
     eprintln!("{test}: QEMU ran {elapsed:?}\n{serial}");
     assert!(serial.ends_with("selftest: rx timeout after 0 frames\n"), "{serial}");
-    assert_eq!(guest_exit_code(status), Some(i32::from(selftest::EXIT_NET_RX_TIMEOUT)));
+    assert_eq!(
+        guest_exit_code(status),
+        Some(i32::from(vmc_selftest::EXIT_NET_RX_TIMEOUT))
+    );
 }
 
 #[test]
@@ -645,7 +648,7 @@ fn a_malformed_flow_key_is_reported_and_ends_the_guest() {
     let qemu = Qemu::start(&lab, "", "selftest.dst=10.0.2:5001");
     let (status, serial, _) = qemu.finish();
     assert!(serial.ends_with("selftest: net bad selftest.dst=\n"), "{serial}");
-    assert_eq!(guest_exit_code(status), Some(i32::from(selftest::EXIT_NET_ARGS)));
+    assert_eq!(guest_exit_code(status), Some(i32::from(vmc_selftest::EXIT_NET_ARGS)));
 }
 
 #[test]

@@ -3,7 +3,6 @@
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 use vmc_runtime::boot::layout::{GDT_ADDR, PVH_START_INFO_ADDR};
 use vmc_runtime::boot::{self, gdt, BootError, CpuMode, MemoryMapEntry, E820_RAM};
-use vmc_runtime::selftest;
 use vmc_runtime::vm::layout::create_guest_memory;
 
 const MIB: u64 = 1 << 20;
@@ -29,7 +28,7 @@ fn c_string_at(mem: &GuestMemoryMmap, addr: u64) -> String {
 #[test]
 fn start_info_holds_magic_cmdline_memmap_and_initrd_module() {
     let mem = create_guest_memory(64 * MIB).unwrap();
-    let image = selftest::build_image().unwrap();
+    let image = vmc_selftest::build_image().unwrap();
     let initrd = vec![0xa5u8; 10_000];
     let loaded = boot::load_kernel(&mem, &image, "console=ttyS0 quiet", Some(&initrd)).unwrap();
 
@@ -82,22 +81,22 @@ fn start_info_holds_magic_cmdline_memmap_and_initrd_module() {
 #[test]
 fn entry_is_32bit_protected_mode_at_the_elf_note_address() {
     let mem = create_guest_memory(16 * MIB).unwrap();
-    let image = selftest::build_image().unwrap();
+    let image = vmc_selftest::build_image().unwrap();
     let loaded = boot::load_kernel(&mem, &image, "", None).unwrap();
     let entry = loaded.entry;
     assert_eq!(entry.mode, CpuMode::Protected32);
-    assert_eq!(entry.ip, u64::from(selftest::LOAD_ADDR));
+    assert_eq!(entry.ip, u64::from(vmc_selftest::LOAD_ADDR));
     assert_eq!(entry.rbx, PVH_START_INFO_ADDR);
     assert_eq!(entry.cr3, 0, "paging off");
     assert_eq!(entry.gdt_base, GDT_ADDR);
     for (i, descriptor) in gdt::GDT.iter().enumerate() {
         assert_eq!(u64_at(&mem, GDT_ADDR + 8 * i as u64), *descriptor);
     }
-    assert_eq!(loaded.kernel_start, u64::from(selftest::LOAD_ADDR));
+    assert_eq!(loaded.kernel_start, u64::from(vmc_selftest::LOAD_ADDR));
     assert_eq!(u32_at(&mem, PVH_START_INFO_ADDR + 0x0c), 0, "no modules");
 
     // The image's segment is where its program header says.
-    let code = selftest::build_code().unwrap();
+    let code = vmc_selftest::build_code().unwrap();
     let mut loaded_code = vec![0u8; code.len()];
     mem.read_slice(&mut loaded_code, GuestAddress(loaded.kernel_start))
         .unwrap();
@@ -107,7 +106,7 @@ fn entry_is_32bit_protected_mode_at_the_elf_note_address() {
 #[test]
 fn an_elf_without_the_pvh_note_is_refused() {
     let mem = create_guest_memory(16 * MIB).unwrap();
-    let mut image = selftest::build_image().unwrap();
+    let mut image = vmc_selftest::build_image().unwrap();
     // The note follows the ELF header and two program headers; change its type.
     let note_type = 64 + 2 * 56 + 8;
     assert_eq!(image[note_type], 18);
@@ -125,7 +124,7 @@ fn bad_images_and_command_lines_are_errors() {
         boot::load_kernel(&mem, b"MZ not a kernel", "", None),
         Err(BootError::UnknownFormat)
     ));
-    let image = selftest::build_image().unwrap();
+    let image = vmc_selftest::build_image().unwrap();
     assert!(matches!(
         boot::load_kernel(&mem, &image, "a\0b", None),
         Err(BootError::CmdlineHasNul)
@@ -148,7 +147,7 @@ fn bad_images_and_command_lines_are_errors() {
 #[test]
 fn memory_above_the_hole_is_a_third_memmap_entry() {
     let mem = create_guest_memory(4096 * MIB).unwrap();
-    let image = selftest::build_image().unwrap();
+    let image = vmc_selftest::build_image().unwrap();
     let loaded = boot::load_kernel(&mem, &image, "", None).unwrap();
     assert_eq!(
         loaded.memory_map,

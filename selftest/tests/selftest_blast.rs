@@ -8,6 +8,7 @@
 //! The real-device tests need root and /dev/kvm, the fake-device ones /dev/kvm: each is
 //! skipped with a reason by hand without them, failed under CI (`CI=true`).
 
+#[path = "../../runtime/tests/common/mod.rs"]
 mod common;
 
 use std::net::UdpSocket;
@@ -23,8 +24,8 @@ use vmc_runtime::devices::serial::CaptureBuffer;
 use vmc_runtime::devices::virtio::net::{feature, feature_word, Net, NetConfig, NetStats};
 use vmc_runtime::devices::virtio::{mmio, Interrupt, InterruptReason, MmioTransport, MMIO_SIZE};
 use vmc_runtime::host::Tap;
-use vmc_runtime::selftest::{self, EXIT_NET_ARGS, EXIT_NET_BLAST_STALL, EXIT_NET_DEVICE};
 use vmc_runtime::vm::{BusDevice, RunOutcome, StopReason, Vm, VmConfig};
+use vmc_selftest::{EXIT_NET_ARGS, EXIT_NET_BLAST_STALL, EXIT_NET_DEVICE};
 
 const MIB: u64 = 1 << 20;
 const BASE: u64 = 0xfeb0_0e00;
@@ -73,7 +74,7 @@ impl Run {
 fn boot(mut vm: Vm, cmdline: &str) -> Run {
     let serial = CaptureBuffer::new();
     vm.add_legacy_devices(Box::new(serial.clone())).unwrap();
-    let image = selftest::build_image().unwrap();
+    let image = vmc_selftest::build_image().unwrap();
     vm.load_kernel(&image, cmdline, None).unwrap();
     let control = vm.control();
     let started = Instant::now();

@@ -1,7 +1,7 @@
 //! A minimal ELF64 writer for PVH images: one PT_LOAD segment and one PT_NOTE holding
 //! `XEN_ELFNOTE_PHYS32_ENTRY`, exactly what a PVH loader reads from a Linux vmlinux.
 
-use crate::boot::pvh::XEN_ELFNOTE_PHYS32_ENTRY;
+use vmc_runtime::boot::pvh::XEN_ELFNOTE_PHYS32_ENTRY;
 
 const EHDR_SIZE: usize = 64;
 const PHDR_SIZE: usize = 56;

@@ -50,9 +50,9 @@ use super::{cmdline_keys as keys, SCRATCH_ADDR};
 
 // The virtio constants (register offsets, status and feature bits) are the same numbers
 // the device uses, from Linux's uapi headers by way of `virtio-bindings`.
-use crate::devices::virtio::features::VERSION_1;
-pub use crate::devices::virtio::net::feature;
-use crate::devices::virtio::{mmio::reg, status};
+use vmc_runtime::devices::virtio::features::VERSION_1;
+pub use vmc_runtime::devices::virtio::net::feature;
+use vmc_runtime::devices::virtio::{mmio::reg, status};
 
 /// A register offset as an address displacement in the guest's code.
 const fn at(offset: u64) -> i32 {

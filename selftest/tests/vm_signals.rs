@@ -1,7 +1,6 @@
 //! SIGTERM stops a running VM cleanly (its own test binary: the signal handler is
 //! process-wide, and a signal would stop other tests' VMs).
 
-#[path = "vm_support.rs"]
 mod support;
 
 use std::thread;
@@ -9,14 +8,13 @@ use std::time::{Duration, Instant};
 
 use support::require;
 use vmc_runtime::devices::serial::CaptureBuffer;
-use vmc_runtime::selftest;
 use vmc_runtime::vm::{install_stop_signal_handlers, StopReason, Vm, VmConfig};
 
 fn spinning_vm() -> (Vm, CaptureBuffer) {
     let mut vm = Vm::new(&VmConfig::new(16 << 20, 1)).unwrap();
     let serial = CaptureBuffer::new();
     vm.add_legacy_devices(Box::new(serial.clone())).unwrap();
-    let image = selftest::build_image().unwrap();
+    let image = vmc_selftest::build_image().unwrap();
     vm.load_kernel(&image, "selftest.spin", None).unwrap();
     (vm, serial)
 }

@@ -39,7 +39,7 @@ use iced_x86::code_asm::*;
 
 use super::asm::GuestAsm;
 use super::cmdline_keys as keys;
-use crate::devices::virtio::{mmio::reg, status};
+use vmc_runtime::devices::virtio::{mmio::reg, status};
 
 /// First byte of the region count mode touches (4 MiB: above the image, and above
 /// the network driver's rings and buffers, which end below 3 MiB).

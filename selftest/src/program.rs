@@ -6,8 +6,8 @@ use iced_x86::code_asm::*;
 use super::asm::GuestAsm;
 use super::{cmdline_keys as keys, STACK_TOP};
 use super::{count, net};
-use crate::boot::pvh::XEN_HVM_START_MAGIC;
-use crate::devices::virtio::mmio;
+use vmc_runtime::boot::pvh::XEN_HVM_START_MAGIC;
+use vmc_runtime::devices::virtio::mmio;
 
 /// `hvm_start_info` field offsets.
 const SI_CMDLINE_PADDR: i32 = 0x18;
@@ -20,7 +20,7 @@ const VIRTIO_MMIO_MAGIC_VALUE: i32 = mmio::reg::MAGIC_VALUE as i32;
 const VIRTIO_MMIO_DEVICE_ID: i32 = mmio::reg::DEVICE_ID as i32;
 const VIRTIO_MMIO_MAGIC: u32 = mmio::MAGIC_VALUE;
 /// virtio DeviceID of a network card.
-const VIRTIO_ID_NET: u32 = crate::devices::virtio::net::DEVICE_ID;
+const VIRTIO_ID_NET: u32 = vmc_runtime::devices::virtio::net::DEVICE_ID;
 
 /// Exit code when the start_info magic is wrong.
 pub const EXIT_BAD_START_INFO: u8 = 2;

@@ -1,13 +1,11 @@
 //! The self-test guest, booted through the real PVH path in a real KVM VM.
 
-#[path = "vm_support.rs"]
 mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use support::{boot_selftest, boot_selftest_in, require};
-use vmc_runtime::selftest;
 use vmc_runtime::vm::{BusDevice, StopReason, Vm, VmConfig, VmError};
 
 const MIB: u64 = 1 << 20;
@@ -215,7 +213,7 @@ fn the_net_driver_refuses_a_device_without_version_1() {
             "selftest: net device does not offer VERSION_1",
         ]
     );
-    assert_eq!(run.outcome.reason, StopReason::DebugExit(selftest::EXIT_NET_DEVICE));
+    assert_eq!(run.outcome.reason, StopReason::DebugExit(vmc_selftest::EXIT_NET_DEVICE));
     assert_ne!(
         device.lock().unwrap().status & STATUS_FAILED,
         0,
@@ -238,9 +236,12 @@ fn the_net_driver_accepts_only_its_features_and_gives_up_without_features_ok() {
             "selftest: net features not accepted, status 0x3",
         ]
     );
-    assert_eq!(run.outcome.reason, StopReason::DebugExit(selftest::EXIT_NET_FEATURES));
+    assert_eq!(
+        run.outcome.reason,
+        StopReason::DebugExit(vmc_selftest::EXIT_NET_FEATURES)
+    );
     let device = device.lock().unwrap();
     assert_eq!(device.driver_features, (1 << 0) | (1 << 32) | (1 << 56));
-    assert_eq!(selftest::NET_DRIVER_FEATURES & offered, device.driver_features);
+    assert_eq!(vmc_selftest::NET_DRIVER_FEATURES & offered, device.driver_features);
     assert_ne!(device.status & STATUS_FAILED, 0, "the driver set FAILED");
 }
