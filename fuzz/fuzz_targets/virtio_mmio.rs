@@ -15,7 +15,7 @@ use vmc_runtime::devices::virtio::mmio::reg;
 use vmc_runtime::devices::virtio::{
     status, ActivateError, Interrupt, InterruptReason, MmioTransport, VirtioDevice, VirtioInterrupt, MMIO_SIZE,
 };
-use vmc_runtime::vm::bus::BusDevice;
+use vmc_runtime::devices::bus::BusDevice;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 const MEM_SIZE: usize = 64 << 10;

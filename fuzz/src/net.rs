@@ -26,7 +26,7 @@ use vmc_runtime::devices::virtio::net::{
 };
 use vmc_runtime::devices::virtio::{status, Interrupt, InterruptReason, MmioTransport};
 use vmc_runtime::host::Tap;
-use vmc_runtime::vm::bus::BusDevice;
+use vmc_runtime::devices::bus::BusDevice;
 
 /// The TAP every run attaches to, inside the process's own network namespace.
 const TAP_NAME: &str = "vmcfz0";

@@ -5,6 +5,7 @@
 pub mod boot;
 pub mod confine;
 pub mod devices;
+pub mod dirty;
 pub mod host;
 pub mod migration;
 pub mod run;

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmc_runtime::devices::bus::BusDevice;
 use vmc_runtime::devices::virtio::{status, Interrupt, InterruptReason, MmioTransport, VirtioDevice};
-use vmc_runtime::vm::bus::BusDevice;
 
 pub const MEM_SIZE: usize = 32 << 20;
 

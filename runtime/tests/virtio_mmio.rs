@@ -13,10 +13,10 @@ use std::sync::{Arc, Mutex};
 use driver::{guest_memory, reg, CountingInterrupt, Driver};
 use virtio_queue::{Queue, QueueT};
 use vm_memory::GuestMemoryMmap;
+use vmc_runtime::devices::bus::BusDevice;
 use vmc_runtime::devices::virtio::{
     status, ActivateError, EventFdInterrupt, MmioTransport, VirtioDevice, VirtioInterrupt, MMIO_SIZE,
 };
-use vmc_runtime::vm::bus::BusDevice;
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 const VERSION_1: u64 = 1 << 32;

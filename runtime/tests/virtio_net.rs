@@ -18,13 +18,13 @@ use std::time::Duration;
 
 use common::{require, NetNs, XorShift};
 use driver::*;
+use vmc_runtime::devices::bus::BusDevice;
 use vmc_runtime::devices::virtio::net::header::{
     VnetHeader, F_DATA_VALID, F_NEEDS_CSUM, GSO_NONE, GSO_TCPV4, GSO_UDP_L4, HDR_LEN,
 };
 use vmc_runtime::devices::virtio::net::{feature::*, feature_word, Net, NetConfig, NetCounters, NetStats};
 use vmc_runtime::devices::virtio::{status, MmioTransport, QUEUE_NOTIFY_OFFSET};
 use vmc_runtime::host::{Tap, TapOffloads};
-use vmc_runtime::vm::bus::BusDevice;
 
 const TAP: &str = "vmcv0";
 const HOST: [u8; 4] = [10, 78, 0, 1];

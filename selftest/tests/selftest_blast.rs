@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 
 use common::{require, test_name, NetNs};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmc_runtime::devices::bus::BusDevice;
 use vmc_runtime::devices::serial::CaptureBuffer;
 use vmc_runtime::devices::virtio::net::{feature, feature_word, Net, NetConfig, NetStats};
 use vmc_runtime::devices::virtio::{mmio, Interrupt, InterruptReason, MmioTransport, MMIO_SIZE};
 use vmc_runtime::host::Tap;
-use vmc_runtime::vm::{BusDevice, RunOutcome, StopReason, Vm, VmConfig};
+use vmc_runtime::vm::{RunOutcome, StopReason, Vm, VmConfig};
 use vmc_selftest::{EXIT_NET_ARGS, EXIT_NET_BLAST_STALL, EXIT_NET_DEVICE};
 
 const MIB: u64 = 1 << 20;

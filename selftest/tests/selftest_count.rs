@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 
 use common::{require, NetNs};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+use vmc_runtime::devices::bus::BusDevice;
 use vmc_runtime::devices::serial::CaptureBuffer;
 use vmc_runtime::devices::virtio::net::{feature, feature_word, Net, NetConfig};
 use vmc_runtime::devices::virtio::{mmio::reg, Interrupt, InterruptReason, MmioTransport, MMIO_SIZE};
 use vmc_runtime::host::Tap;
-use vmc_runtime::vm::{BusDevice, RunControl, RunOutcome, StopReason, Vm, VmConfig, VmError};
+use vmc_runtime::vm::{RunControl, RunOutcome, StopReason, Vm, VmConfig, VmError};
 use vmc_selftest::{
     COUNT_BASE, COUNT_DEFAULT_DELAY, COUNT_DEFAULT_PAGES, COUNT_PAGE_SIZE, EXIT_COUNT_DEVICE, EXIT_COUNT_MEMORY,
 };

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use support::{boot_selftest, boot_selftest_in, require};
-use vmc_runtime::vm::{BusDevice, StopReason, Vm, VmConfig, VmError};
+use vmc_runtime::devices::bus::BusDevice;
+use vmc_runtime::vm::{StopReason, Vm, VmConfig, VmError};
 
 const MIB: u64 = 1 << 20;
 

@@ -4,23 +4,27 @@
 //! Convention: the low byte written is the code, and `vmc run` exits with it as is
 //! (QEMU would exit with `(code << 1) | 1`). Reads return 0xff like an empty port.
 
-use std::sync::Arc;
-
-use crate::vm::{BusDevice, RunControl, StopReason};
+use crate::devices::bus::BusDevice;
 
 /// The debug-exit port.
 pub const DEBUG_EXIT_PORT: u64 = 0xf4;
 
-/// Stops the VM with [`StopReason::DebugExit`] on any write.
-#[derive(Debug)]
+/// Hands the code of any write to what the VM wired to it, which stops the VM with
+/// `StopReason::DebugExit`.
 pub struct DebugExit {
-    control: Arc<RunControl>,
+    exit: Box<dyn Fn(u8) + Send>,
+}
+
+impl std::fmt::Debug for DebugExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DebugExit").finish_non_exhaustive()
+    }
 }
 
 impl DebugExit {
-    /// A debug-exit port that stops the VM behind `control`.
-    pub fn new(control: Arc<RunControl>) -> Self {
-        Self { control }
+    /// A debug-exit port that calls `exit` with the code of each write.
+    pub fn new(exit: impl Fn(u8) + Send + 'static) -> Self {
+        Self { exit: Box::new(exit) }
     }
 }
 
@@ -31,7 +35,7 @@ impl BusDevice for DebugExit {
 
     fn write(&mut self, _offset: u64, data: &[u8]) {
         if let Some(&code) = data.first() {
-            self.control.request_stop(StopReason::DebugExit(code));
+            (self.exit)(code);
         }
     }
 }

@@ -1,29 +1,34 @@
 //! The i8042 keyboard controller, reduced to what a guest uses to reboot: vm-superio's
 //! `I8042Device`, which knows only command 0xfe (pulse the reset line) written to port
-//! 0x64. vmc ends the VM instead of rebooting ([`StopReason::Reset`]). The controller
-//! reports no data and no keyboard: every read is 0.
+//! 0x64. The reset line is what the VM wired to it: vmc ends the VM instead of
+//! rebooting (`StopReason::Reset`). The controller reports no data and no keyboard:
+//! every read is 0.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use vm_superio::{I8042Device, Trigger};
 
-use crate::vm::{BusDevice, RunControl, StopReason};
+use crate::devices::bus::BusDevice;
 
 /// The controller's data port; it decodes 0x60..=0x64.
 pub const I8042_DATA_PORT: u64 = 0x60;
 /// Number of ports decoded from [`I8042_DATA_PORT`].
 pub const I8042_PORTS: u64 = 5;
 
-/// The reset line: asks the VM to stop.
-#[derive(Debug)]
-struct ResetLine(Arc<RunControl>);
+/// The reset line: what a pulse does.
+struct ResetLine(Box<dyn Fn() + Send>);
+
+impl std::fmt::Debug for ResetLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ResetLine")
+    }
+}
 
 impl Trigger for ResetLine {
     type E = Infallible;
 
     fn trigger(&self) -> Result<(), Infallible> {
-        self.0.request_stop(StopReason::Reset);
+        (self.0)();
         Ok(())
     }
 }
@@ -35,10 +40,10 @@ pub struct I8042 {
 }
 
 impl I8042 {
-    /// A controller whose reset line stops the VM behind `control`.
-    pub fn new(control: Arc<RunControl>) -> Self {
+    /// A controller whose reset line, when the guest pulses it, calls `reset`.
+    pub fn new(reset: impl Fn() + Send + 'static) -> Self {
         Self {
-            device: I8042Device::new(ResetLine(control)),
+            device: I8042Device::new(ResetLine(Box::new(reset))),
         }
     }
 }
@@ -60,20 +65,26 @@ impl BusDevice for I8042 {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
     fn only_0xfe_on_the_command_port_pulls_the_reset_line() {
-        let control = Arc::new(RunControl::new().unwrap());
-        let mut i8042 = I8042::new(control.clone());
+        let pulses = Arc::new(AtomicUsize::new(0));
+        let counter = pulses.clone();
+        let mut i8042 = I8042::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        });
         let mut status = [0xff; 2];
         i8042.read(4, &mut status);
         assert_eq!(status, [0, 0]);
         i8042.write(0, &[0xfe]);
         i8042.write(4, &[0xfd]);
         i8042.write(4, &[]);
-        assert_eq!(control.reason(), None);
+        assert_eq!(pulses.load(Ordering::SeqCst), 0);
         i8042.write(4, &[0xfe, 0x00]);
-        assert_eq!(control.reason(), Some(StopReason::Reset));
+        assert_eq!(pulses.load(Ordering::SeqCst), 1);
     }
 }

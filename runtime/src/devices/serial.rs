@@ -12,7 +12,7 @@ use vm_superio::serial::SerialState;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-use crate::vm::BusDevice;
+use crate::devices::bus::BusDevice;
 
 /// COM1's first port.
 pub const COM1_PORT: u64 = 0x3f8;

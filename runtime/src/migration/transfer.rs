@@ -279,7 +279,7 @@ fn precopy_and_finish<W: Write, R: Read>(
         pages = vm.take_dirty_pages()?;
         // What this link carried per second, and so what fits in the downtime limit.
         let rate = sent as f64 / round.elapsed().as_secs_f64().max(1e-6);
-        let fits = (rate * downtime_limit.as_secs_f64()) as u64 / crate::vm::state::PAGE_SIZE;
+        let fits = (rate * downtime_limit.as_secs_f64()) as u64 / crate::dirty::PAGE_SIZE;
         tracing::info!(
             round = report.rounds,
             sent,

@@ -14,7 +14,6 @@
 //! # }
 //! ```
 
-pub mod bus;
 pub mod control;
 pub mod cpuid;
 pub mod layout;
@@ -30,7 +29,6 @@ use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 use vmm_sys_util::signal::Killable;
 
-pub use self::bus::{Bus, BusDevice, BusError, SharedDevice};
 pub use self::control::{
     install_stop_signal_handlers, PauseError, RunControl, SignalMark, StopReason, EXIT_CONSOLE_CLOSED, EXIT_TIMEOUT,
 };
@@ -38,11 +36,13 @@ pub use self::layout::MemoryError;
 pub use self::state::{StateError, VmHandle};
 pub use self::vcpu::ExitStats;
 use crate::boot::{self, BootError, EntryState, LoadedKernel};
+use crate::devices::bus::{Bus, BusError, SharedDevice};
 use crate::devices::debug_exit::{DebugExit, DEBUG_EXIT_PORT};
 use crate::devices::i8042::{I8042, I8042_DATA_PORT, I8042_PORTS};
 use crate::devices::serial::{SerialConsole, COM1_IRQ, COM1_PORT, UART_PORTS};
 use crate::devices::virtio::net::Net;
 use crate::devices::virtio::MmioTransport;
+use crate::dirty::DirtyBitmap;
 
 /// What the VM is made of: `vmc run` fills it in from the ABI document (memory, vCPUs,
 /// CPUID masks); tests build it directly.
@@ -220,7 +220,7 @@ pub struct Vm {
     serial: Option<Arc<Mutex<SerialConsole>>>,
     net: Vec<(String, Arc<Mutex<MmioTransport<Net>>>)>,
     /// Guest pages the devices wrote, for live migration.
-    dirty: Arc<state::DirtyBitmap>,
+    dirty: Arc<DirtyBitmap>,
     /// Stop signals after this mark stop the run; `None`: those from `run` on.
     signals_since: Option<SignalMark>,
     /// How long `run` may run the guest.
@@ -333,7 +333,7 @@ impl Vm {
             restored: false,
             serial: None,
             net: Vec::new(),
-            dirty: Arc::new(state::DirtyBitmap::new(memory_end)),
+            dirty: Arc::new(DirtyBitmap::new(memory_end)),
             vcpus,
             fd: Arc::new(fd),
             msr_indices,
@@ -394,7 +394,8 @@ impl Vm {
     }
 
     /// Adds COM1 (output to `console`, interrupt through an irqfd on GSI 4 when the
-    /// irqchip exists), the debug-exit port and the i8042 reset line.
+    /// irqchip exists), the debug-exit port and the i8042 reset line, wired to stop the
+    /// VM ([`StopReason::DebugExit`], [`StopReason::Reset`]).
     pub fn add_legacy_devices(&mut self, console: Box<dyn Write + Send>) -> Result<Arc<Mutex<SerialConsole>>, VmError> {
         let serial = SerialConsole::new(console).map_err(VmError::host("serial eventfd"))?;
         if self.features.irqfd {
@@ -406,12 +407,11 @@ impl Vm {
         self.add_pio_device(COM1_PORT, UART_PORTS, serial.clone())?;
         self.serial = Some(serial.clone());
         let control = self.control.clone();
-        self.add_pio_device(
-            DEBUG_EXIT_PORT,
-            1,
-            Arc::new(Mutex::new(DebugExit::new(control.clone()))),
-        )?;
-        self.add_pio_device(I8042_DATA_PORT, I8042_PORTS, Arc::new(Mutex::new(I8042::new(control))))?;
+        let debug_exit = DebugExit::new(move |code| control.request_stop(StopReason::DebugExit(code)));
+        self.add_pio_device(DEBUG_EXIT_PORT, 1, Arc::new(Mutex::new(debug_exit)))?;
+        let control = self.control.clone();
+        let i8042 = I8042::new(move || control.request_stop(StopReason::Reset));
+        self.add_pio_device(I8042_DATA_PORT, I8042_PORTS, Arc::new(Mutex::new(i8042)))?;
         Ok(serial)
     }
 
@@ -429,8 +429,8 @@ impl Vm {
         Ok(())
     }
 
-    /// Where devices record the guest pages they write (see [`state::DirtyBitmap`]).
-    pub fn dirty_bitmap(&self) -> Arc<state::DirtyBitmap> {
+    /// Where devices record the guest pages they write (see [`DirtyBitmap`]).
+    pub fn dirty_bitmap(&self) -> Arc<DirtyBitmap> {
         self.dirty.clone()
     }
 

@@ -5,11 +5,11 @@ use std::sync::{Arc, Mutex};
 use kvm_bindings::{kvm_fpu, kvm_regs, CpuId};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
-use super::bus::Bus;
 use super::control::{self, RunControl, StopReason};
 use super::VmError;
 use crate::boot::gdt::{self, CODE32_SELECTOR, CODE64_SELECTOR, DATA_SELECTOR, TSS_SELECTOR};
 use crate::boot::{CpuMode, EntryState};
+use crate::devices::bus::Bus;
 
 const CR0_PE: u64 = 1 << 0;
 const CR0_ET: u64 = 1 << 4;

@@ -19,7 +19,7 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 use super::features::{self, VERSION_1};
 use super::status::*;
 use super::{ActivateError, Interrupt, VirtioDevice, VirtioInterrupt};
-use crate::vm::bus::BusDevice;
+use crate::devices::bus::BusDevice;
 
 /// Size of one virtio-mmio slot: 0x100 of registers, then the device configuration.
 pub const MMIO_SIZE: u64 = 0x200;

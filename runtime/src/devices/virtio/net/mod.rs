@@ -30,6 +30,7 @@ use vmc_compiler::schema::{self, Property, Support, VIRTIO_NET};
 
 use super::features::{bit, has, VERSION_1};
 use super::{ActivateError, VirtioDevice, VirtioInterrupt};
+use crate::dirty::DirtyBitmap;
 use crate::host::{Tap, TapOffloads};
 
 pub mod counters;
@@ -184,7 +185,7 @@ pub struct Net {
     negotiated: Option<u64>,
     offloads: TapOffloads,
     /// Where the device's guest-memory writes are recorded, for live migration.
-    dirty: Option<Arc<crate::vm::state::DirtyBitmap>>,
+    dirty: Option<Arc<DirtyBitmap>>,
     notice: Option<Notice>,
 }
 
@@ -275,8 +276,8 @@ impl Net {
     }
 
     /// Records every guest page the device writes in `dirty` (see
-    /// [`crate::vm::state::DirtyBitmap`]); takes effect at the next activation.
-    pub fn track_writes(&mut self, dirty: Arc<crate::vm::state::DirtyBitmap>) {
+    /// [`DirtyBitmap`]); takes effect at the next activation.
+    pub fn track_writes(&mut self, dirty: Arc<DirtyBitmap>) {
         self.dirty = Some(dirty);
     }
 

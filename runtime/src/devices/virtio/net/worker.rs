@@ -34,7 +34,7 @@ use virtio_bindings::bindings::virtio_ring::{VRING_AVAIL_F_NO_INTERRUPT, VRING_D
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueOwnedT, QueueState, QueueT};
 
-use crate::vm::state::DirtyBitmap;
+use crate::dirty::DirtyBitmap;
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
@@ -76,7 +76,7 @@ pub(super) struct WorkerParts {
     pub tx_event: EventFd,
     pub stop: EventFd,
     /// Records the guest pages the worker writes (live migration).
-    pub dirty: Option<Arc<crate::vm::state::DirtyBitmap>>,
+    pub dirty: Option<Arc<DirtyBitmap>>,
     /// Told once, in a line, that the TAP went away.
     pub notice: Option<super::Notice>,
 }
