@@ -508,6 +508,13 @@ fn network_run(platform: &str, uso: bool) {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("linux: done\n"), "{out}");
     check_negotiation(platform, &abi, &out, uso);
+    // The newest machine type's firmware: Linux finds the MP table where it looks first
+    // (not after searching the BIOS area) and routes interrupts through the I/O APIC.
+    assert!(
+        out.contains("found SMP MP-table at [mem 0x0009fc00-0x0009fc0f]"),
+        "{out}"
+    );
+    assert!(out.contains("APIC: Switch to symmetric I/O mode setup"), "{out}");
 
     let line = |prefix: &str| -> String {
         out.lines()

@@ -39,6 +39,10 @@ pub struct MachineDelta {
     /// Architectural CPU features every guest gets besides its model's.
     pub cpu_baseline: Option<&'static [&'static str]>,
     pub mmio: Option<MmioLayout>,
+    /// Whether the firmware offers an Intel MultiProcessor Specification table (the
+    /// processors, the I/O APIC and the ISA interrupts' routing), as QEMU's microvm
+    /// firmware does.
+    pub mp_table: Option<bool>,
     /// virtio-net defaults that differ from the base (or from the schema's, for the first).
     pub net: &'static [(&'static str, Value)],
 }
@@ -61,6 +65,7 @@ pub static MACHINE_TYPES: &[MachineDelta] = &[
             slots: 8,
             first_irq: 5,
         }),
+        mp_table: Some(false),
         net: &[],
     },
     MachineDelta {
@@ -72,7 +77,21 @@ pub static MACHINE_TYPES: &[MachineDelta] = &[
         cpu_model: None,
         cpu_baseline: None,
         mmio: None,
+        mp_table: None,
         net: &[("rx-queue-size", Value::Integer(1024))],
+    },
+    MachineDelta {
+        name: "microvm-1.2",
+        base: Some("microvm-1.1"),
+        doc: "microvm-1.1 with an MP table (Linux finds its CPUs and interrupt routing at \
+              once instead of searching the BIOS area)",
+        cpus: None,
+        memory: None,
+        cpu_model: None,
+        cpu_baseline: None,
+        mmio: None,
+        mp_table: Some(true),
+        net: &[],
     },
 ];
 
@@ -97,6 +116,8 @@ pub struct MachineType {
     pub cpu_model: &'static str,
     pub cpu_baseline: &'static [&'static str],
     pub mmio: MmioLayout,
+    /// The firmware offers an MP table.
+    pub mp_table: bool,
     /// One entry per schema row, in schema order.
     pub net: Vec<(&'static Property, Default)>,
 }
@@ -129,6 +150,7 @@ pub fn resolve_in(machines: &[MachineDelta], schema: &'static [Property], name: 
             cpu_model: delta.cpu_model?,
             cpu_baseline: delta.cpu_baseline?,
             mmio: delta.mmio?,
+            mp_table: delta.mp_table?,
             net: Vec::new(),
         },
     };
@@ -155,6 +177,7 @@ pub fn resolve_in(machines: &[MachineDelta], schema: &'static [Property], name: 
     resolved.cpu_model = delta.cpu_model.unwrap_or(resolved.cpu_model);
     resolved.cpu_baseline = delta.cpu_baseline.unwrap_or(resolved.cpu_baseline);
     resolved.mmio = delta.mmio.unwrap_or(resolved.mmio);
+    resolved.mp_table = delta.mp_table.unwrap_or(resolved.mp_table);
     for (name, value) in delta.net {
         let slot = resolved.net.iter_mut().find(|(p, _)| p.name == *name)?;
         slot.1 = Default::Fixed(*value);
@@ -172,6 +195,10 @@ pub fn default_table(m: &MachineType) -> String {
         "virtio-mmio slots={} base={:#x} slot-size={:#x} first-irq={}\n",
         m.mmio.slots, m.mmio.base, m.mmio.slot_size, m.mmio.first_irq
     );
+    // Only where offered, so the tables of the machine types before it read as released.
+    if m.mp_table {
+        out += "firmware mp-table\n";
+    }
     for (p, d) in &m.net {
         let shown = match d {
             Default::Fixed(v) => v.to_string(),
@@ -221,7 +248,20 @@ mod tests {
             .map(|(x, _)| x.0.name)
             .collect();
         assert_eq!(changed, ["rx-queue-size"]);
-        assert_eq!(newest().name, "microvm-1.1");
+    }
+
+    #[test]
+    fn microvm_1_2_adds_the_mp_table_only() {
+        let b = resolve("microvm-1.1").unwrap();
+        let c = resolve("microvm-1.2").unwrap();
+        assert!(!resolve("microvm-1.0").unwrap().mp_table && !b.mp_table && c.mp_table);
+        let without = default_table(&MachineType {
+            name: b.name,
+            mp_table: false,
+            ..c.clone()
+        });
+        assert_eq!(without, default_table(&b), "nothing else differs");
+        assert_eq!(newest().name, "microvm-1.2");
     }
 
     #[test]
@@ -260,6 +300,7 @@ mod tests {
             cpu_model: None,
             cpu_baseline: None,
             mmio: None,
+            mp_table: None,
             net: &[],
         });
         for released in names() {

@@ -325,6 +325,10 @@ pub fn run_with(
                 vmc_compiler::limits::MAX_CPUS
             ))
         })?;
+    // The reader accepts only documents of a known machine type; a runtime older than
+    // the document's machine type cannot know what its firmware offers.
+    let machine = vmc_compiler::machine::resolve(&doc.abi.machine)
+        .ok_or_else(|| RunError::Unsupported(format!("machine type {}", doc.abi.machine)))?;
     let config = VmConfig {
         cpuid_masks: cpuid_masks(doc),
         ..VmConfig::new(doc.abi.memory, vcpus)
@@ -355,6 +359,10 @@ pub fn run_with(
     match (&options.start, boot_files) {
         (Start::Boot, Some((kernel, initrd))) => {
             vm.load_kernel(&kernel, &kernel_cmdline(doc), initrd.as_deref())?;
+            // The firmware's tables; a restored or incoming guest has them in its memory.
+            if machine.mp_table {
+                crate::boot::mptable::write(vm.memory(), vcpus).map_err(VmError::from)?;
+            }
         }
         (Start::Restore(path), _) => {
             crate::migration::snapshot::restore(&mut vm, doc, path)?;

@@ -12,6 +12,7 @@
 pub mod bzimage;
 pub mod gdt;
 pub mod layout;
+pub mod mptable;
 pub mod paging;
 pub mod pvh;
 
