@@ -188,7 +188,8 @@ pub fn preflight(doc: &AbiDocument, host: &Host) -> Result<(), RunError> {
 
 /// The CPUID restrictions that give the guest exactly the ABI's CPU features: each
 /// feature register holds the ABI's bits and no others, and the XSAVE leaf offers only
-/// the state components those features use (x87 and SSE; AVX; the AVX-512 ones).
+/// the state components those features use (x87 and SSE; AVX; the AVX-512 ones), and
+/// the power management leaf no invariant TSC.
 pub fn cpuid_masks(doc: &AbiDocument) -> Vec<CpuidMask> {
     let features = || doc.abi.cpu.features.iter().map(String::as_str);
     let reg_index = |r: cpu::Reg| match r {
@@ -222,6 +223,15 @@ pub fn cpuid_masks(doc: &AbiDocument) -> Vec<CpuidMask> {
     });
     masks.push(CpuidMask {
         leaf: 0xd,
+        subleaf: 0,
+        reg: 3,
+        allowed: 0,
+    });
+    // No ABI feature lives in the advanced power management leaf, and its invariant-TSC
+    // bit would make Linux prefer the raw TSC over kvm-clock: the host's TSC frequency
+    // would become the guest's clock, which breaks on a host with another frequency.
+    masks.push(CpuidMask {
+        leaf: 0x8000_0007,
         subleaf: 0,
         reg: 3,
         allowed: 0,
