@@ -515,6 +515,9 @@ fn network_run(platform: &str, uso: bool) {
         "{out}"
     );
     assert!(out.contains("APIC: Switch to symmetric I/O mode setup"), "{out}");
+    // No invariant TSC in its CPUID: the guest's clock stays kvm-clock, which migrates.
+    assert!(out.contains("clocksource: Switched to clocksource kvm-clock"), "{out}");
+    assert!(!out.contains("Switched to clocksource tsc"), "{out}");
 
     let line = |prefix: &str| -> String {
         out.lines()
