@@ -453,3 +453,151 @@ fn migration_faults_leave_the_source_running_and_are_named() {
     source.wait();
     assert_continuous(&source.out(), 40);
 }
+
+/// Where a relay between the two sides cuts the hand-over.
+#[derive(Clone, Copy, PartialEq)]
+enum Cut {
+    /// After the destination's acknowledgement reached the source, before the source's
+    /// go-ahead reaches the destination.
+    BeforeGoAhead,
+    /// After the go-ahead reached the destination, before its confirmation comes back.
+    BeforeConfirmation,
+}
+
+/// A relay from `listener` (the source connects) to `destination`, copying the stream
+/// record by record each way, that breaks both connections at `cut`.
+fn cutting_relay(listener: UnixListener, destination: std::path::PathBuf, cut: Cut) -> std::thread::JoinHandle<()> {
+    use std::net::Shutdown;
+    use std::os::unix::net::UnixStream;
+    std::thread::spawn(move || {
+        let (from_source, _) = listener.accept().unwrap();
+        let to_destination = UnixStream::connect(&destination).unwrap();
+        let streams = std::sync::Arc::new([from_source.try_clone().unwrap(), to_destination.try_clone().unwrap()]);
+        let cut_all = move || {
+            for s in streams.iter() {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        };
+        // Copies the magic and version, then whole records, and calls `each` with every
+        // record's kind once it is through (`false`: stop here, forwarding nothing more).
+        fn copy(mut from: UnixStream, mut to: UnixStream, mut each: impl FnMut(u8) -> bool) {
+            let mut head = [0u8; 12];
+            if from.read_exact(&mut head).is_err() || to.write_all(&head).is_err() {
+                return;
+            }
+            loop {
+                let mut kind = [0u8; 5];
+                if from.read_exact(&mut kind).is_err() {
+                    return;
+                }
+                let len = u32::from_le_bytes(kind[1..5].try_into().unwrap()) as usize;
+                let mut payload = vec![0u8; len];
+                if from.read_exact(&mut payload).is_err() {
+                    return;
+                }
+                if !each(kind[0]) {
+                    return;
+                }
+                if to.write_all(&kind).is_err() || to.write_all(&payload).is_err() {
+                    return;
+                }
+            }
+        }
+        let up = {
+            let (from, to) = (from_source.try_clone().unwrap(), to_destination.try_clone().unwrap());
+            let cut_all = cut_all.clone();
+            // The source's go-ahead (the record after its end record) is swallowed and
+            // both connections cut.
+            let mut ended = false;
+            std::thread::spawn(move || {
+                copy(from, to, |kind| {
+                    if cut == Cut::BeforeGoAhead && ended {
+                        cut_all();
+                        return false;
+                    }
+                    ended |= kind == b'E';
+                    true
+                })
+            })
+        };
+        // The destination's confirmation (its second acknowledgement) is swallowed and
+        // both connections cut.
+        let mut acks = 0;
+        copy(to_destination, from_source, |kind| {
+            acks += usize::from(kind == b'K');
+            if cut == Cut::BeforeConfirmation && acks == 2 {
+                cut_all();
+                return false;
+            }
+            true
+        });
+        cut_all();
+        let _ = up.join();
+    })
+}
+
+/// A hand-over cut at its two delicate moments never leaves the guest running twice: cut
+/// before the go-ahead, the destination starts nothing and the source, which cannot
+/// tell, keeps its guest paused; cut after it, the destination runs the guest and the
+/// source keeps its copy paused. `vmc resume` on the source then continues the count
+/// only in the first case, where nothing else runs it.
+#[test]
+fn a_hand_over_cut_short_never_runs_the_guest_twice() {
+    require!(support::host_access());
+    for cut in [Cut::BeforeGoAhead, Cut::BeforeConfirmation] {
+        let s = Scratch::new(if cut == Cut::BeforeGoAhead {
+            "handover-go"
+        } else {
+            "handover-confirm"
+        });
+        let abi = abi_for_69(&s);
+        let (a, b) = two_hosts();
+        let sock = s.path("api.sock").display().to_string();
+        let incoming = s.path("in.sock");
+        let relay = s.path("relay.sock");
+        let mut destination = Vmm::start(b.name(), &[&abi, "--incoming", &format!("unix:{}", incoming.display())]);
+        destination.wait_until("listening", |_, err| err.contains("waiting for a migration"));
+        let mut source = Vmm::start(a.name(), &[&abi, "--api-sock", &sock]);
+        source.wait_for_count(20);
+        let relaying = cutting_relay(UnixListener::bind(&relay).unwrap(), incoming.clone(), cut);
+
+        let e = failed(&vmc(&["migrate", &sock, "--to", &format!("unix:{}", relay.display())]));
+        relaying.join().unwrap();
+        assert!(e.contains("did not confirm"), "{e}");
+        assert!(e.contains("stays paused here"), "{e}");
+        let status = ok(&vmc(&["status", &sock]));
+        assert!(status.starts_with("paused "), "{status}");
+        let paused_at = last_count(&source.out());
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(last_count(&source.out()), paused_at, "the source's guest stays paused");
+
+        match cut {
+            Cut::BeforeGoAhead => {
+                assert_eq!(destination.wait(), Some(2), "{}", destination.both());
+                assert!(
+                    destination.err().contains("did not give the go-ahead"),
+                    "{}",
+                    destination.err()
+                );
+                assert!(counts(&destination.out()).is_empty(), "the destination ran the guest");
+                // Nothing runs it anywhere: the operator resumes it at the source.
+                ok(&vmc(&["resume", &sock]));
+                source.wait_for_count(paused_at + 10);
+                source.terminate();
+                source.wait();
+                assert_continuous(&source.out(), paused_at + 10);
+            }
+            Cut::BeforeConfirmation => {
+                // The destination had the go-ahead: it runs the guest, from where the
+                // source stopped, while the source's copy stays paused.
+                destination.wait_for_count(paused_at + 10);
+                assert_eq!(last_count(&source.out()), paused_at, "both sides ran the guest");
+                destination.terminate();
+                destination.wait();
+                source.terminate();
+                source.wait();
+                assert_continuous(&(source.out() + &destination.out()), paused_at + 10);
+            }
+        }
+    }
+}

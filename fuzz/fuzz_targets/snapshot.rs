@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vmc_runtime::migration::{RecordReader, FORMAT_VERSION, SNAPSHOT_MAGIC, STREAM_MAGIC};
+use vmc_runtime::migration::{versions, RecordReader, SNAPSHOT_MAGIC, STREAM_MAGIC};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&choice, rest)) = data.split_first() else {
@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let magic = if choice & 1 == 0 { SNAPSHOT_MAGIC } else { STREAM_MAGIC };
     let input = if choice & 2 == 0 {
-        [&magic[..], &FORMAT_VERSION.to_le_bytes(), rest].concat()
+        [&magic[..], &versions(magic).1.to_le_bytes(), rest].concat()
     } else {
         rest.to_vec()
     };

@@ -296,7 +296,11 @@ fn answer(request: &Value, shared: &Shared) -> Value {
                 }
             };
             let result = transfer::send(&shared.vm, &shared.doc, &to, limit);
-            set(Activity::Running);
+            // A hand-over the destination did not confirm leaves the guest paused here.
+            set(match result {
+                Err(MigrationError::Unconfirmed(_)) => Activity::Paused,
+                _ => Activity::Running,
+            });
             match result {
                 Ok(r) => json!({
                     "ok": true,

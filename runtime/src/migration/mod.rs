@@ -35,10 +35,23 @@ use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend};
 
 use crate::vm::state::{MachineState, VmHandle};
 
-/// The format this vmc writes, and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
-/// The oldest format version this vmc reads.
-pub const OLDEST_FORMAT_VERSION: u32 = 1;
+/// The snapshot file format this vmc writes, and the newest it reads.
+pub const SNAPSHOT_VERSION: u32 = 1;
+/// The oldest snapshot file format this vmc reads.
+pub const OLDEST_SNAPSHOT_VERSION: u32 = 1;
+/// The migration stream's protocol. Version 2 added the go-ahead ('G') after the
+/// destination's acknowledgement, so that at most one side ever runs the guest; a
+/// version 1 peer would not wait for it, so it is refused.
+pub const STREAM_VERSION: u32 = 2;
+
+/// The format versions written and read after `magic`: `(oldest read, written)`.
+pub fn versions(magic: [u8; 8]) -> (u32, u32) {
+    if magic == SNAPSHOT_MAGIC {
+        (OLDEST_SNAPSHOT_VERSION, SNAPSHOT_VERSION)
+    } else {
+        (STREAM_VERSION, STREAM_VERSION)
+    }
+}
 
 /// The first bytes of a snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"VMCSNAP\0";
@@ -58,6 +71,7 @@ mod kind {
     pub const END: u8 = b'E';
     pub const ANSWER: u8 = b'A';
     pub const ACK: u8 = b'K';
+    pub const GO: u8 = b'G';
 }
 
 /// Why a snapshot or stream could not be read or written.
@@ -70,10 +84,16 @@ pub enum FormatError {
         found: String,
     },
     #[error(
-        "{what} has format version {found}; this vmc reads versions {OLDEST_FORMAT_VERSION} to {FORMAT_VERSION}{}",
-        if *.found > FORMAT_VERSION { " (it was written by a newer vmc)" } else { "" }
+        "{what} has format version {found}; this vmc reads {}{}",
+        if oldest == newest { format!("version {newest}") } else { format!("versions {oldest} to {newest}") },
+        if found > newest { " (it was written by a newer vmc)" } else { " (it was written by an older vmc)" }
     )]
-    Version { what: String, found: u32 },
+    Version {
+        what: String,
+        found: u32,
+        oldest: u32,
+        newest: u32,
+    },
     #[error("{what} ends early, {context}: it is truncated")]
     Truncated { what: String, context: String },
     #[error("{what}: {why}")]
@@ -106,6 +126,8 @@ pub enum Record {
     End,
     Answer(Answer),
     Ack(Ack),
+    /// The source's go-ahead: it has stopped for good, the destination may run.
+    Go,
 }
 
 /// The destination's answer to a header.
@@ -120,7 +142,8 @@ pub struct Answer {
     pub reason: String,
 }
 
-/// The destination's last word: the state is applied and the VM runs there, or why not.
+/// The destination's word: the state is applied (the first) or the guest runs (the
+/// second, after the go-ahead), or why not.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
     pub ok: bool,
@@ -143,7 +166,7 @@ impl<W: Write> RecordWriter<W> {
             bytes: 0,
         };
         w.put(&magic)?;
-        w.put(&FORMAT_VERSION.to_le_bytes())?;
+        w.put(&versions(magic).1.to_le_bytes())?;
         Ok(w)
     }
 
@@ -219,6 +242,11 @@ impl<W: Write> RecordWriter<W> {
         self.out.flush()
     }
 
+    pub fn go(&mut self) -> io::Result<()> {
+        self.record(kind::GO, &[])?;
+        self.out.flush()
+    }
+
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
@@ -264,8 +292,14 @@ impl<R: Read> RecordReader<R> {
             });
         }
         let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
-        if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
-            return Err(FormatError::Version { what, found: version });
+        let (oldest, newest) = versions(magic);
+        if !(oldest..=newest).contains(&version) {
+            return Err(FormatError::Version {
+                what,
+                found: version,
+                oldest,
+                newest,
+            });
         }
         let mut hasher = blake3::Hasher::new();
         hasher.update(&head);
@@ -319,6 +353,7 @@ impl<R: Read> RecordReader<R> {
         let limit = match kind {
             kind::MEMORY => (MAX_MEMORY_RECORD + 8) as u32,
             kind::END => 32,
+            kind::GO => 0,
             kind::HEADER | kind::STATE | kind::ANSWER | kind::ACK => MAX_RECORD,
             other => return Err(self.corrupt(format!("unknown record kind {other:#04x}"))),
         };
@@ -342,6 +377,7 @@ impl<R: Read> RecordReader<R> {
             kind::STATE => Record::State(Box::new(postcard::from_bytes(&payload).map_err(decode_error)?)),
             kind::ANSWER => Record::Answer(postcard::from_bytes(&payload).map_err(decode_error)?),
             kind::ACK => Record::Ack(postcard::from_bytes(&payload).map_err(decode_error)?),
+            kind::GO => Record::Go,
             kind::MEMORY => {
                 if payload.len() < 8 {
                     return Err(self.corrupt("a memory record without an address"));
@@ -497,6 +533,32 @@ mod tests {
         later[8] = 2;
         let e = read_all(&later).err().unwrap().to_string();
         assert!(e.contains("format version 2") && e.contains("newer vmc"), "{e}");
+    }
+
+    #[test]
+    fn a_stream_speaks_version_2_and_names_a_version_1_peer_as_older() {
+        let mut w = RecordWriter::start(Vec::new(), STREAM_MAGIC).unwrap();
+        w.go().unwrap();
+        let bytes = w.into_inner();
+        assert_eq!(&bytes[..12], b"VMCMIGR\0\x02\0\0\0");
+        assert_eq!(&bytes[12..], &[b'G', 0, 0, 0, 0], "the go-ahead: kind, no payload");
+        let mut r = RecordReader::start(&bytes[..], STREAM_MAGIC, "stream").unwrap();
+        assert!(matches!(r.next_record().unwrap(), Some(Record::Go)));
+        let mut v1 = bytes.clone();
+        v1[8] = 1;
+        let e = RecordReader::start(&v1[..], STREAM_MAGIC, "the stream")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("format version 1; this vmc reads version 2 (it was written by an older vmc)"),
+            "{e}"
+        );
+        // A go-ahead carries nothing: one with a payload is refused.
+        let mut long = bytes[..12].to_vec();
+        long.extend_from_slice(&[b'G', 1, 0, 0, 0, 0]);
+        let mut r = RecordReader::start(&long[..], STREAM_MAGIC, "stream").unwrap();
+        assert!(r.next_record().is_err());
     }
 
     /// The machine state's encoding in format version 1, frozen: a field added, removed

@@ -205,6 +205,7 @@ fn record_name(record: &Record) -> &'static str {
         Record::End => "(end)",
         Record::Answer(_) => "(an answer)",
         Record::Ack(_) => "(an acknowledgement)",
+        Record::Go => "(a go-ahead)",
     }
 }
 

@@ -7,8 +7,15 @@
 //! then the pages written meanwhile (KVM's dirty log and the devices' own writes),
 //! round after round until few are left; then stop-and-copy: the guest is paused, the
 //! last dirty pages, the machine state and the end record go, and the destination
-//! acknowledges that it applied them. Only then does the source stop (exit 0); on any
-//! failure before, the source resumes its guest and keeps running.
+//! acknowledges that it applied them.
+//!
+//! Then the hand-over, so that at most one side ever runs the guest, whatever breaks:
+//! the source sends its go-ahead and never resumes after that; the destination runs the
+//! guest only once it has the go-ahead, and says so. On any failure before the
+//! go-ahead left, the source resumes its guest and keeps running, and the destination
+//! runs nothing. Once it left, the source stops (exit 0) when the destination confirms;
+//! without that confirmation it cannot know whether the destination runs, so its guest
+//! stays paused (neither resumed nor thrown away) and it says what to check.
 
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
@@ -117,6 +124,19 @@ pub enum MigrationError {
     Body(#[from] SnapshotError),
     #[error("the destination could not start the VM: {0}")]
     NotStarted(String),
+    /// The go-ahead left, but the destination did not confirm that the guest runs there.
+    #[error(
+        "the destination was told to run the guest but did not confirm it ({0}); so that it never runs twice, \
+         the guest stays paused here: resume it here (`vmc resume`) only if the destination's `vmc status` \
+         shows no running guest"
+    )]
+    Unconfirmed(String),
+    /// The destination's side: the state was applied, but the source's go-ahead never came.
+    #[error(
+        "the source did not give the go-ahead after the state was applied ({0}); the guest was not started \
+         here and stays with the source"
+    )]
+    NoGoAhead(String),
     #[error("the peer sent {0} where it should not")]
     Unexpected(&'static str),
     #[error("stopped by signal {0} while waiting for a migration")]
@@ -302,25 +322,35 @@ fn precopy_and_finish<W: Write, R: Read>(
         writer.state(&state).map_err(io)?;
         writer.end().map_err(io)?;
         match reader.expect("before its acknowledgement")? {
-            Record::Ack(Ack { ok: true, .. }) => Ok(()),
-            Record::Ack(Ack { message, .. }) => Err(MigrationError::NotStarted(message)),
-            _ => Err(MigrationError::Unexpected("another record than its acknowledgement")),
+            Record::Ack(Ack { ok: true, .. }) => {}
+            Record::Ack(Ack { message, .. }) => return Err(MigrationError::NotStarted(message)),
+            _ => return Err(MigrationError::Unexpected("another record than its acknowledgement")),
         }
+        // A go-ahead that could not be written did not reach the destination whole,
+        // and a partial record is no go-ahead: the guest may still resume here.
+        writer.go().map_err(io)
     })();
-    match finished {
+    if let Err(e) = finished {
+        let _ = vm.resume();
+        return Err(e);
+    }
+    // From here on this side never runs the guest again.
+    let confirmed = match reader.expect("before it confirmed that the guest runs there") {
+        Ok(Record::Ack(Ack { ok: true, .. })) => Ok(()),
+        Ok(Record::Ack(Ack { message, .. })) => Err(message),
+        Ok(_) => Err("it sent another record than its confirmation".to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    report.downtime = paused_at.elapsed();
+    report.bytes = writer.bytes();
+    report.total = start.elapsed();
+    match confirmed {
         Ok(()) => {
-            report.downtime = paused_at.elapsed();
-            report.bytes = writer.bytes();
-            report.total = start.elapsed();
-            // The destination runs the guest now; this side ends, and its vCPUs,
-            // parked, never enter the guest again.
+            // This side ends, and its vCPUs, parked, never enter the guest again.
             vm.control().request_stop(StopReason::Migrated);
             Ok(report)
         }
-        Err(e) => {
-            let _ = vm.resume();
-            Err(e)
-        }
+        Err(why) => Err(MigrationError::Unconfirmed(why)),
     }
 }
 
@@ -478,11 +508,22 @@ pub fn receive(
             message: e.to_string(),
         },
     };
-    // If the source cannot hear this, it resumes its guest; this side then has a copy
-    // the source does not know runs: so a lost acknowledgement is a failure here too.
     let told = writer.ack(&ack);
     applied?;
     told.map_err(MigrationError::Io)?;
+    // The guest runs here only with the source's go-ahead: after it the source never
+    // resumes its copy. Without it (a lost connection, a source that failed or resumed)
+    // this side starts nothing.
+    match reader.expect("before its go-ahead") {
+        Ok(Record::Go) => {}
+        Ok(_) => return Err(MigrationError::NoGoAhead("it sent another record".into())),
+        Err(e) => return Err(MigrationError::NoGoAhead(e.to_string())),
+    }
+    // The source waits for this to end; if it is lost the source keeps its copy paused.
+    let _ = writer.ack(&Ack {
+        ok: true,
+        message: String::new(),
+    });
     Ok(ReceiveReport {
         elapsed: start.elapsed(),
     })
