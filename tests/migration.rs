@@ -176,6 +176,46 @@ fn abi_for_69(s: &Scratch) -> String {
     count_abi(s, "linux-6.9", None)
 }
 
+/// Two vCPUs (the second waits for its start-up IPI, as the self-test guest never starts
+/// it): a snapshot taken while the guest runs restores every vCPU, and the count goes on.
+#[test]
+fn a_two_vcpu_snapshot_restores_both_vcpus() {
+    require!(support::host_access());
+    let s = Scratch::new("snapshot-2cpu");
+    let one = abi_for_69(&s);
+    let spec = s.path("count-linux-6.9.kdl");
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let spec2 = s.write(
+        "count-2cpu.kdl",
+        text.replace("memory \"64MiB\"", "memory \"64MiB\"\n    cpus 2"),
+    );
+    let abi = s.path("count-2cpu.abi").display().to_string();
+    ok(&vmc(&["compile", &spec2, "--platform", "linux-6.9", "-o", &abi]));
+    assert_ne!(stdout(&vmc(&["hash", &abi])), stdout(&vmc(&["hash", &one])), "2 vCPUs");
+    let ns = NetNs::create();
+    let sock = s.path("api.sock").display().to_string();
+    let snap = s.path("vm.snap").display().to_string();
+    let mut source = Vmm::start(ns.name(), &[&abi, "--api-sock", &sock]);
+    source.wait_for_count(20);
+    let status: serde_json::Value = serde_json::from_str(&ok(&vmc(&["status", &sock, "--json"]))).unwrap();
+    assert_eq!(status["vcpus"], 2, "{status}");
+    ok(&vmc(&["snapshot", &sock, "-o", &snap]));
+    let taken_after = last_count(&source.out());
+    source.terminate();
+    source.wait();
+    let mut restored = Vmm::start(ns.name(), &[&abi, "--restore", &snap]);
+    restored.wait_for_count(taken_after + 20);
+    restored.terminate();
+    restored.wait();
+    let resumed: Vec<u64> = counts(&restored.out());
+    // The snapshot was taken at some count no later than `taken_after`: the restored
+    // guest goes on from the one after it, without a gap.
+    assert!(resumed[0] <= taken_after + 1, "{resumed:?}");
+    for pair in resumed.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1, "{resumed:?}");
+    }
+}
+
 /// Two hosts: namespaces `a` (10.77.0.1) and `b` (10.77.0.2) joined by a veth pair.
 fn two_hosts() -> (NetNs, NetNs) {
     let (a, b) = (NetNs::create(), NetNs::create());
