@@ -299,17 +299,7 @@ fn capture(ns: &NetNs, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Frames>
                 std::mem::size_of::<libc::sockaddr_ll>() as u32,
             );
             assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
-            let tv = libc::timeval {
-                tv_sec: 0,
-                tv_usec: 100_000,
-            };
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as u32,
-            );
+            set_recv_timeout(fd.as_raw_fd(), Duration::from_millis(100));
             force_rcvbuf(fd.as_raw_fd());
             fd
         }
@@ -349,6 +339,25 @@ fn capture(ns: &NetNs, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Frames>
     })
 }
 
+/// How long a receive on `fd` (a raw socket, which std cannot configure) waits.
+fn set_recv_timeout(fd: i32, timeout: Duration) {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: setsockopt reads one timeval from a valid pointer, on a socket we own.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as u32,
+        )
+    };
+    assert_eq!(r, 0, "SO_RCVTIMEO: {}", std::io::Error::last_os_error());
+}
+
 /// A receive buffer for a whole 64 KiB burst, whatever net.core.rmem_max says.
 fn force_rcvbuf(fd: i32) {
     let size: libc::c_int = 8 << 20;
@@ -379,14 +388,7 @@ fn ping_guest(ns: &NetNs, count: u16) -> usize {
             let fd = libc::socket(libc::AF_INET, libc::SOCK_RAW, libc::IPPROTO_ICMP);
             assert!(fd >= 0, "raw ICMP socket: {}", std::io::Error::last_os_error());
             let fd = OwnedFd::from_raw_fd(fd);
-            let tv = libc::timeval { tv_sec: 5, tv_usec: 0 };
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as u32,
-            );
+            set_recv_timeout(fd.as_raw_fd(), Duration::from_secs(5));
             let mut to: libc::sockaddr_in = std::mem::zeroed();
             to.sin_family = libc::AF_INET as u16;
             to.sin_addr.s_addr = u32::from(GUEST_IP).to_be();
