@@ -341,11 +341,11 @@ fn precopy_and_finish<W: Write, R: Read>(
         Ok(_) => Err("it sent another record than its confirmation".to_string()),
         Err(e) => Err(e.to_string()),
     };
-    report.downtime = paused_at.elapsed();
-    report.bytes = writer.bytes();
-    report.total = start.elapsed();
     match confirmed {
         Ok(()) => {
+            report.downtime = paused_at.elapsed();
+            report.bytes = writer.bytes();
+            report.total = start.elapsed();
             // This side ends, and its vCPUs, parked, never enter the guest again.
             vm.control().request_stop(StopReason::Migrated);
             Ok(report)
